@@ -1,0 +1,24 @@
+"""Non-private GAN on CelebA 32x32: upstream celeba-nonpriv.yaml.
+
+Sampling: Poisson (as upstream's non-private runs), no privacy accounting.
+
+Presets:
+  paper  upstream exactly: 45,000 D steps, n_D = 1, bsz 128, DC32Small, no clipping or noise.
+  cpu    about 30 minutes on a 2-core CPU; see CPU.
+  smoke  a few seconds, for tests.
+"""
+
+from dpgen_jax.methods import dpgan_config
+
+# The cpu preset: fewer steps and a narrower D (no privacy to re-calibrate).
+CPU = {
+    "train.num_steps": 2_000,
+    "dpgan.d_width": 32,
+    "train.checkpoint_every": 500,
+    "train.log_every": 100,
+    "train.sample_every": 500,
+}
+
+
+def get_config(preset: str | None = None):
+  return dpgan_config.get("celeba_nonpriv", preset, CPU)

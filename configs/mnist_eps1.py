@@ -1,0 +1,28 @@
+"""DP-GAN on MNIST at epsilon 1 with n_D = 200: upstream mnist-eps1-200dsteps.yaml.
+
+Sampling: Poisson, as performed and as accounted.
+
+Presets:
+  paper  upstream exactly: 325,000 D steps, bsz 128 (q = 1/469), sigma 5.0, delta 1e-5 -> epsilon 0.994.
+  cpu    about 30 minutes on a 2-core CPU within the same budget epsilon <= 1; see CPU.
+  smoke  a few seconds, for tests.
+"""
+
+from dpgen_jax.methods import dpgan_config
+
+# The cpu preset: fewer D steps with sigma re-calibrated to the same budget
+# (privacy.target_epsilon = 1), a narrower D (d = 32) so one D step takes about
+# a second on 2 CPU cores, n_D = 5 so that G takes enough steps.
+CPU = {
+    "train.num_steps": 2_000,
+    "privacy.noise_multiplier": None,
+    "dpgan.d_width": 32,
+    "dpgan.d_steps_per_g_step": 5,
+    "train.checkpoint_every": 500,
+    "train.log_every": 100,
+    "train.sample_every": 500,
+}
+
+
+def get_config(preset: str | None = None):
+  return dpgan_config.get("mnist_eps1", preset, CPU)

@@ -1,0 +1,86 @@
+"""What main.py dispatches to; user mistakes become one message and exit status 2."""
+
+import json
+import sys
+
+from dpgen_jax import errors
+
+MODES = ("train", "eval", "privacy", "audit")
+_NOT_YET = {
+    "audit": "--mode=audit (the membership-inference audit of CSL-GAN) is not implemented yet.",
+}
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _privacy(config) -> int:
+  from dpgen_jax.data import registry
+  from dpgen_jax.methods import get_method
+  from dpgen_jax.privacy import plan
+  method = get_method(config.method)
+  spec = registry.static_spec(config.data)
+  method.validate(config, spec)
+  report = plan.privacy_report(config, spec.num_train, method)
+  report = dict(report, method=config.method, dataset=config.data.name)
+  print(json.dumps(report, indent=2, sort_keys=True, default=str))
+  return 0
+
+
+def _train(config, workdir) -> int:
+  from dpgen_jax.training import loop
+  if not workdir:
+    raise errors.ConfigError("--workdir is required for --mode=train.")
+  summary = loop.train(config, workdir)
+  print(json.dumps(summary, sort_keys=True))
+  return 0
+
+
+def _eval(config, workdir) -> int:
+  from dpgen_jax.evaluation import job
+  if not workdir:
+    raise errors.ConfigError("--workdir is required for --mode=eval.")
+  job.evaluate_workdir(config, workdir)
+  return 0
+
+
+def run(mode: str, config, workdir: str | None) -> int:
+  """Runs one mode; returns the exit status (2 with one message for user mistakes)."""
+  from dpgen_jax import log
+  log.setup()
+  if mode in _NOT_YET:
+    print(f"error: {_NOT_YET[mode]}", file=sys.stderr)
+    return EXIT_USER_ERROR
+  try:
+    if mode == "privacy":
+      return _privacy(config)
+    if mode == "train":
+      return _train(config, workdir)
+    if mode == "eval":
+      return _eval(config, workdir)
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_USER_ERROR
+  raise AssertionError(mode)
+
+
+def run_app(app, main) -> None:
+  """absl's app.run, with config-file errors (bad preset, bad override) as one message."""
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except errors.UserError as e:
+    fail(str(e))
+
+
+def _parse_flags(argv):
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    cause = e.__cause__ or e.__context__
+    while cause is not None and not isinstance(cause, errors.UserError):
+      cause = cause.__cause__ or cause.__context__
+    fail(str(cause) if cause is not None else str(e))

@@ -1,0 +1,93 @@
+"""The configuration every method shares (DESIGN.md, "Shared conventions").
+
+Each file in configs/ starts from `base_config()` and fills in its method's
+sections. `train.num_steps` always counts the steps the accountant composes.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = ""
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"
+  c.data.data_dir = ""  # first place to look (see dpgen_jax/data/registry.py)
+  c.data.download = True  # let tensorflow-datasets download when online
+  c.data.tfds_data_dir = ""
+  c.data.image_size = config_dict.placeholder(int)  # resize images (e.g. digits to 28)
+  # The padded Poisson batch is sized so a larger realised batch has at most this
+  # probability per step (then the batch grows; nothing is truncated).
+  c.data.poisson_overflow_probability = 1e-6
+
+  c.model = ml_collections.ConfigDict()
+
+  c.privacy = ml_collections.ConfigDict()
+  c.privacy.enabled = True
+  # Unset (None) with a target_epsilon: calibrated so that train.num_steps steps
+  # spend at most target_epsilon.
+  c.privacy.noise_multiplier = config_dict.placeholder(float)
+  c.privacy.clip_norm = 1.0
+  c.privacy.delta = 1e-5
+  # The budget: a run that would spend more is refused before it starts.
+  c.privacy.target_epsilon = config_dict.placeholder(float)
+  c.privacy.accountant = "rdp"  # 'rdp' or 'pld' (dp-accounting)
+  c.privacy.rdp_orders = "dp_accounting"  # named grid, see privacy/accounting.py
+  c.privacy.neighboring = "add_or_remove_one"
+  c.privacy.reproducible_noise = False  # True: noise from train.seed (tests, debugging)
+  c.privacy.clipping = "flat"  # 'flat' or 'per_layer'
+  c.privacy.clipping_strategy = "vmap"
+  c.privacy.max_physical_bsz = 0  # 0: one pass; else lax.scan over chunks of this size
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = config_dict.placeholder(int)  # accounted steps; None: from the budget
+  c.train.batch_size = 128
+  c.train.seed = 0
+  c.train.log_every = 100
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 1000  # PNG grid of samples
+  c.train.progress_every_secs = 30.0
+  c.train.prng_impl = "rbg"  # JAX key implementation (see dpgen_jax/rng.py)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_samples = 60_000
+  c.eval.metrics = ("fid_lenet", "acc_cnn")
+  c.eval.feature_extractor = "lenet"
+  c.eval.checkpoint = config_dict.placeholder(int)  # evaluate only this step
+  c.eval.idle_timeout_secs = 3600.0
+  c.eval.seeds = (0,)
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""  # set for multi-host jax.distributed
+  c.distributed.num_processes = config_dict.placeholder(int)
+  c.distributed.process_id = config_dict.placeholder(int)
+  c.distributed.auto = False  # jax.distributed.initialize() auto-detection (TPU pods, SLURM)
+  return c
+
+
+def select_preset(preset: str | None, presets: dict, config_name: str) -> str:
+  """Validates a preset name given as `configs/x.py:NAME`; '' or None means 'paper'."""
+  from dpgen_jax import errors
+  preset = preset or "paper"
+  if preset not in presets:
+    raise errors.ConfigError(
+        f"{config_name} has no preset {preset!r}; choose one of: {', '.join(presets)}.")
+  return preset
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:preset]' as main.py's --config flag does."""
+  import importlib.util
+  import os
+
+  from dpgen_jax import errors
+  path, _, preset = spec.partition(":")
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f"config file {path} does not exist.")
+  module_spec = importlib.util.spec_from_file_location("_dpgen_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()

@@ -1,0 +1,18 @@
+"""Methods by name (`config.method`)."""
+
+import importlib
+from types import ModuleType
+
+from dpgen_jax import errors
+
+METHODS = {
+    "dpgan": "dpgen_jax.methods.dpgan",
+}
+
+
+def get_method(name: str) -> ModuleType:
+  """The method module for `config.method`; ConfigError for unknown names."""
+  if name not in METHODS:
+    raise errors.ConfigError(
+        f"Unknown method {name!r} (config.method). Known methods: {', '.join(sorted(METHODS))}.")
+  return importlib.import_module(METHODS[name])

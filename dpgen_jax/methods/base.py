@@ -1,0 +1,73 @@
+"""The interface between a method and the generic training loop / eval job.
+
+A method module (dpgen_jax/methods/<name>.py) provides:
+
+  validate(config, data_spec) -> None
+      Raise errors.ConfigError for values that cannot work (before any compute).
+  dp_event(config, num_examples) -> dp_accounting.DpEvent
+      The event of one accounted step (what `train.num_steps` counts).
+  privacy_fields(config, num_examples) -> dict
+      Fields for privacy.json / --mode=privacy (noise_multiplier, sampling_rate, ...).
+  build(config, data_spec, mesh) -> Method
+      An object with the methods of `Method` below.
+
+so the loop, the eval job and the privacy mode never special-case a method.
+"""
+
+import abc
+from typing import Any
+
+import jax
+
+from dpgen_jax.data.dataset import DataSpec
+
+PyTree = Any
+
+
+class Method(abc.ABC):
+  """One method's state construction, step and sampler.
+
+  Attributes:
+    config: the run's ConfigDict.
+    spec: the data's DataSpec.
+    mesh: the device mesh (axis 'data').
+  """
+
+  def __init__(self, config, spec: DataSpec, mesh: jax.sharding.Mesh):
+    self.config = config
+    self.spec = spec
+    self.mesh = mesh
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array) -> PyTree:
+    """The initial state: a pytree of arrays (checkpointed as is)."""
+
+  @abc.abstractmethod
+  def train_step(self, state: PyTree, batch: dict, rngs: dict) -> tuple[PyTree, dict]:
+    """One accounted step; pure and jit-compiled.
+
+    Args:
+      state: the current state.
+      batch: {'x', 'y', 'mask'}: the padded Poisson batch of real examples (mask False
+        on padding rows) placed on the mesh.
+      rngs: {'model': key for sampling latents/fakes (reproducible from train.seed),
+        'noise': key for privacy noise (OS entropy unless privacy.reproducible_noise)}.
+    Returns:
+      (new state, metrics: dict of scalar arrays).
+    """
+
+  @abc.abstractmethod
+  def sample(self, state: PyTree, rng: jax.Array, labels: jax.Array) -> jax.Array:
+    """Data from the released generator for the given labels (images in [0, 1])."""
+
+  def sampling_rate(self) -> float | None:
+    """Poisson rate q of the real-data batches the loop must draw (None: no batches)."""
+    return None
+
+  def padded_batch_multiple(self) -> int:
+    """The padded batch size must be a multiple of this (devices x microbatch)."""
+    return self.mesh.size
+
+  def released(self, state: PyTree) -> PyTree:
+    """The part of the state that is a released artifact (default: all of it)."""
+    return state

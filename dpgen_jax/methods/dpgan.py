@@ -1,0 +1,339 @@
+"""DP-GAN of "Private GANs, revisited" (Bie, Kamath, Zhang; TMLR 2023).
+
+Spec: docs/methods/dpgan.md. One call of `train_step` is one logical discriminator
+step, the unit the accountant composes:
+
+  1. a Poisson batch of real examples (rate q = 1/ceil(N/bsz), padded, masked);
+  2. round(qN) fresh fakes with uniform labels (stop-gradient into G);
+  3. every example, real and fake, clipped to C over all of D's parameters (Opacus
+     1.1.3 semantics); one draw of N(0, (sigma C)^2); division by the constant
+     int(qN) + round(qN); Adam(2e-4, 0.5, 0.999) on D;
+  4. when the D steps since the last G step reach n_D: a probe of D's accuracy on
+     `bsz` fresh fakes, one non-private G step (non-saturating loss), and the
+     adaptive n_D update (ladder 1, 2, 5, ..., 5000; EMA beta; threshold; grace).
+
+Privacy: only step 3 touches private data; the sum of clipped gradients has
+add/remove-one sensitivity C (fakes are clipped too but are not data), so each step is
+the Poisson-subsampled Gaussian mechanism with noise multiplier sigma. The G step and
+the n_D schedule use only D (already private) and G samples: post-processing, zero
+cost, and the total number of D steps is fixed, so the accountant is unchanged.
+"""
+
+import math
+
+import dp_accounting
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from dpgen_jax import errors, parallel
+from dpgen_jax.methods import base
+from dpgen_jax.models import dcgan
+from dpgen_jax.privacy import clipping, noise
+
+ND_LADDER = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+def sampling_rate(batch_size: int, num_examples: int) -> float:
+  """Opacus's Poisson rate: q = 1 / ceil(N / bsz) (dpgan.md §2.4)."""
+  return 1.0 / math.ceil(num_examples / batch_size)
+
+
+def fake_batch_size(batch_size: int, num_examples: int) -> int:
+  """round(qN): fakes per D step, and the G batch size."""
+  return int(round(sampling_rate(batch_size, num_examples) * num_examples))
+
+
+def dp_divisor(batch_size: int, num_examples: int) -> int:
+  """int(qN) + round(qN): upstream's fixed divisor of the noised sum (dpgan.md §7 #1)."""
+  qn = sampling_rate(batch_size, num_examples) * num_examples
+  return int(qn) + int(round(qn))
+
+
+def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
+  q = sampling_rate(config.train.batch_size, num_examples)
+  return dp_accounting.PoissonSampledDpEvent(
+      q, dp_accounting.GaussianDpEvent(config.privacy.noise_multiplier))
+
+
+def privacy_fields(config, num_examples: int) -> dict:
+  bsz = config.train.batch_size
+  fields = dict(sampling_rate=sampling_rate(bsz, num_examples),
+                noise_multiplier=config.privacy.noise_multiplier if config.privacy.enabled
+                else None,
+                clip_norm=config.privacy.clip_norm,
+                expected_real_batch_size=sampling_rate(bsz, num_examples) * num_examples,
+                fake_batch_size=fake_batch_size(bsz, num_examples),
+                gradient_divisor=dp_divisor(bsz, num_examples),
+                mechanism="DP-SGD on D: per-example clipping of real and fake examples, "
+                          "one Gaussian draw per D step (Poisson-subsampled Gaussian)",
+                sampling_assumption="Poisson sampling, performed as accounted")
+  fields["d_steps_per_g_step"] = config.dpgan.d_steps_per_g_step
+  fields["adaptive_n_d"] = config.dpgan.adaptive
+  return fields
+
+
+def validate(config, spec) -> None:
+  """Config checks of dpgan.md §2.8 plus data compatibility (spec may be None)."""
+  g = config.dpgan
+  require = errors.require
+  require(g.d_steps_per_g_step >= 1,
+          f"dpgan.d_steps_per_g_step must be >= 1, got {g.d_steps_per_g_step}.")
+  steps = config.train.num_steps
+  if steps is not None:
+    require(steps % g.d_steps_per_g_step == 0,
+            f"train.num_steps = {steps} (the number of D steps) must be a multiple of "
+            f"dpgan.d_steps_per_g_step = {g.d_steps_per_g_step}, as upstream requires.")
+  if g.adaptive:
+    require(g.d_steps_per_g_step in ND_LADDER,
+            f"with dpgan.adaptive, dpgan.d_steps_per_g_step must be on the ladder "
+            f"{ND_LADDER}; got {g.d_steps_per_g_step}.")
+  require(0.0 <= g.ds_threshold <= 1.0, f"dpgan.ds_threshold must be in [0, 1].")
+  require(0.0 <= g.ds_beta <= 1.0, f"dpgan.ds_beta must be in [0, 1].")
+  require(g.ds_grace >= 0, "dpgan.ds_grace must be a non-negative integer.")
+  require(g.d_width >= 2 and g.d_width % 2 == 0,
+          f"dpgan.d_width must be even and positive, got {g.d_width}.")
+  require(config.privacy.clipping == "flat",
+          "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
+  require(config.privacy.max_physical_bsz >= 0, "privacy.max_physical_bsz must be >= 0.")
+  if spec is None:
+    return
+  require(spec.kind == "image", f"dpgan trains on images; {spec.name} is {spec.kind}.")
+  h, w, _ = spec.example_shape
+  require(h == w and h in dcgan.SUPPORTED_RESOLUTIONS,
+          f"dpgan's DCGAN needs 28x28 or 32x32 images; {spec.name} has {h}x{w}. "
+          f"Set data.image_size=28 (e.g. for digits) to resize.")
+  require(config.train.batch_size <= spec.num_train,
+          f"train.batch_size = {config.train.batch_size} is larger than the dataset "
+          f"({spec.num_train} examples).")
+
+
+@flax.struct.dataclass
+class DPGANState:
+  g_params: dict
+  d_params: dict
+  g_opt: optax.OptState
+  d_opt: optax.OptState
+  d_step: jax.Array  # logical D steps taken
+  since_g: jax.Array  # D steps since the last G step
+  g_steps: jax.Array  # G steps taken
+  nd_index: jax.Array  # position of the current n_D on ND_LADDER (or -1: fixed n_D)
+  ema_acc_fake: jax.Array  # EMA of D's accuracy on fresh fakes (0 before the first G step)
+  g_steps_at_nd: jax.Array  # G steps since n_D last changed (the grace counter)
+  last_g_loss: jax.Array
+
+
+def adaptive_nd_update(nd_index, ema, g_steps_at_nd, acc_fake, first, *, beta, threshold,
+                       grace, adaptive: bool):
+  """dpgan.md §2.8: EMA of the fake accuracy, then climb the ladder, never descend.
+
+  `first` is True at the first G step (the EMA starts at that accuracy). Returns
+  (nd_index, ema, g_steps_at_nd) after one G step.
+  """
+  ema = jnp.where(first, acc_fake, beta * ema + (1.0 - beta) * acc_fake)
+  g_steps_at_nd = g_steps_at_nd + 1
+  if not adaptive:
+    return nd_index, ema, g_steps_at_nd
+  climb = (g_steps_at_nd >= grace) & (ema <= threshold)
+  nd_index = jnp.where(climb, jnp.minimum(nd_index + 1, len(ND_LADDER) - 1), nd_index)
+  return nd_index, ema, jnp.where(climb, 0, g_steps_at_nd)
+
+
+def current_nd(state: DPGANState, fixed_nd: int) -> jax.Array:
+  return jnp.where(state.nd_index >= 0, jnp.asarray(ND_LADDER)[jnp.maximum(state.nd_index, 0)],
+                   fixed_nd)
+
+
+def bce_with_logits(logit, target):
+  return optax.sigmoid_binary_cross_entropy(logit, target)
+
+
+def private_discriminator_grad(d_apply, d_params, x, y, target, mask, noise_key, *,
+                               clip: clipping.ClippingSpec, noise_multiplier: float,
+                               divisor: float, mesh=None, microbatch_size=None,
+                               strategy: str = "vmap"):
+  """The privatised D gradient of dpgan.md §2.5 steps 3-8, and per-example logits.
+
+  `x, y, target, mask` hold real and fake rows together (target 1 real, 0 fake; mask
+  False on padding). Each row's BCE gradient is clipped, the clipped sum gets one
+  N(0, (noise_multiplier * C)^2) draw, and the result is divided by `divisor`.
+  Returns (gradient, logits, per-example gradient norms).
+  """
+  def loss(params, ex):
+    logit = d_apply(params, ex["x"][None], ex["y"][None])[0]
+    return bce_with_logits(logit, ex["t"]), logit
+
+  batch = {"x": x, "y": y, "t": target}
+  if mesh is None:
+    total, norms, logits = clipping.clipped_grad_sum(
+        loss, d_params, batch, mask, clip, microbatch_size=microbatch_size,
+        strategy=strategy, has_aux=True)
+  else:
+    total, norms, logits = parallel.sharded_clipped_grad_sum(
+        mesh, loss, d_params, batch, mask, clip, microbatch_size=microbatch_size,
+        strategy=strategy, has_aux=True)
+  grad = noise.privatize_sum(total, noise_key, noise_multiplier=noise_multiplier,
+                             sensitivity=clip.sensitivity, divisor=divisor)
+  return grad, logits, norms
+
+
+class DPGAN(base.Method):
+  """dpgan-revisit as a `base.Method`."""
+
+  def __init__(self, config, spec, mesh):
+    super().__init__(config, spec, mesh)
+    g = config.dpgan
+    h, _, c = spec.example_shape
+    self.generator, self.discriminator = dcgan.make_dcgan(
+        h, c, spec.num_classes, small=g.small, g_width=g.g_width, d_width=g.d_width,
+        latent_dim=g.latent_dim)
+    n, bsz = spec.num_train, config.train.batch_size
+    self.q = sampling_rate(bsz, n)
+    self.num_fakes = fake_batch_size(bsz, n)
+    self.divisor = dp_divisor(bsz, n)
+    self.probe_size = int(g.probe_batch_size or bsz)
+    self.g_tx = optax.adam(g.g_lr, b1=g.beta1, b2=g.beta2, eps=1e-8)
+    self.d_tx = optax.adam(g.d_lr, b1=g.beta1, b2=g.beta2, eps=1e-8)
+    self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
+    self.max_physical = int(config.privacy.max_physical_bsz)
+    self._train_step = jax.jit(self._step, donate_argnums=(0,))
+    self._sample = jax.jit(self._sample_impl)
+
+  def sampling_rate(self) -> float:
+    return self.q
+
+  def _fakes(self, g_params, key, n):
+    kz, ky = jax.random.split(key)
+    z = jax.random.normal(kz, (n, self.config.dpgan.latent_dim))
+    labels = jax.random.randint(ky, (n,), 0, self.spec.num_classes)
+    return self.generator.apply({"params": g_params}, z, labels), labels
+
+  def _d_apply(self, params, x, y):
+    return self.discriminator.apply({"params": params}, x, y)
+
+  def init(self, rng):
+    # One jitted computation: eager Flax init compiles every initialiser separately.
+    return jax.jit(self._init_impl)(rng)
+
+  def _init_impl(self, rng):
+    kg, kd = jax.random.split(rng)
+    h, w, c = self.spec.example_shape
+    g_params = self.generator.init(kg, jnp.zeros((1, self.config.dpgan.latent_dim)),
+                                   jnp.zeros((1,), jnp.int32))["params"]
+    d_params = self.discriminator.init(kd, jnp.zeros((1, h, w, c)),
+                                       jnp.zeros((1,), jnp.int32))["params"]
+    adaptive = bool(self.config.dpgan.adaptive)
+    start = ND_LADDER.index(self.config.dpgan.d_steps_per_g_step) if adaptive else -1
+    zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the step donates them
+    return DPGANState(g_params=g_params, d_params=d_params, g_opt=self.g_tx.init(g_params),
+                      d_opt=self.d_tx.init(d_params), d_step=zero(), since_g=zero(),
+                      g_steps=zero(), nd_index=jnp.asarray(start, jnp.int32),
+                      ema_acc_fake=jnp.zeros((), jnp.float32), g_steps_at_nd=zero(),
+                      last_g_loss=jnp.zeros((), jnp.float32))
+
+  def _row_layout(self, num_real: int) -> tuple[int, int | None]:
+    """(rows of the combined real + fake batch, microbatch size per device).
+
+    Rows are padded so that they split evenly over the devices and, when a device's
+    share exceeds privacy.max_physical_bsz, into equal chunks no larger than it
+    (dpgan.md §2.6: the sum, hence the update, does not depend on the chunking).
+    """
+    devices = self.mesh.size
+    local = -(-(self.num_fakes + num_real) // devices)
+    if not self.max_physical or local <= self.max_physical:
+      return local * devices, None
+    chunks = -(-local // self.max_physical)
+    size = -(-local // chunks)
+    return devices * chunks * size, size
+
+  def _d_update(self, state, batch, key_fake, key_noise):
+    """One logical D step; returns (d_params, d_opt, metrics)."""
+    x_fake, y_fake = self._fakes(state.g_params, key_fake, self.num_fakes)
+    x_fake = jax.lax.stop_gradient(x_fake)
+    real_mask = batch["mask"]
+    num_real = real_mask.shape[0]
+    rows, microbatch = self._row_layout(num_real)
+    pad = rows - self.num_fakes - num_real
+    # Fakes first, reals after: the real padding sits at the end (skipped chunks).
+    x = jnp.concatenate([x_fake, batch["x"], jnp.zeros((pad,) + x_fake.shape[1:])], axis=0)
+    y = jnp.concatenate([y_fake, batch["y"], jnp.zeros((pad,), jnp.int32)], axis=0)
+    target = jnp.concatenate([jnp.zeros((self.num_fakes,)), jnp.ones((num_real,)),
+                              jnp.zeros((pad,))])
+    mask = jnp.concatenate([jnp.ones((self.num_fakes,), bool), real_mask,
+                            jnp.zeros((pad,), bool)])
+    is_fake = jnp.arange(rows) < self.num_fakes
+    if self.config.privacy.enabled:
+      grad, logits, norms = private_discriminator_grad(
+          self._d_apply, state.d_params, x, y, target, mask, key_noise, clip=self.clip,
+          noise_multiplier=self.config.privacy.noise_multiplier, divisor=self.divisor,
+          mesh=self.mesh, microbatch_size=microbatch,
+          strategy=self.config.privacy.clipping_strategy)
+      clipped = jnp.sum((norms > self.clip.clip_norm) & mask) / jnp.sum(mask)
+    else:
+      # Non-private (dpgan.md §2.9): mean loss over the realised real + fake batch.
+      def mean_loss(params):
+        logits = self._d_apply(params, x, y)
+        losses = bce_with_logits(logits, target)
+        return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask), logits
+      grad, logits = jax.grad(mean_loss, has_aux=True)(state.d_params)
+      clipped = jnp.zeros(())
+    updates, d_opt = self.d_tx.update(grad, state.d_opt, state.d_params)
+    d_params = optax.apply_updates(state.d_params, updates)
+    losses = bce_with_logits(logits, target)
+    real = mask & ~is_fake
+    metrics = {
+        "d_loss": jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask),
+        "d_acc_real": jnp.sum(real & (logits > 0)) / jnp.maximum(jnp.sum(real), 1),
+        "d_acc_fake": jnp.sum(is_fake & (logits < 0)) / self.num_fakes,
+        "d_clip_fraction": clipped,
+    }
+    return d_params, d_opt, metrics
+
+  def _g_update(self, state: DPGANState, key) -> DPGANState:
+    """The probe, the non-private G step and the n_D schedule (dpgan.md §2.7)."""
+    g = self.config.dpgan
+    k_probe, k_g = jax.random.split(key)
+    x_probe, y_probe = self._fakes(state.g_params, k_probe, self.probe_size)
+    acc_fake = jnp.mean(self._d_apply(state.d_params, x_probe, y_probe) < 0)
+
+    def g_loss(g_params):
+      x, y = self._fakes(g_params, k_g, self.num_fakes)
+      return jnp.mean(jax.nn.softplus(-self._d_apply(state.d_params, x, y)))
+
+    loss, grad = jax.value_and_grad(g_loss)(state.g_params)
+    updates, g_opt = self.g_tx.update(grad, state.g_opt, state.g_params)
+    nd_index, ema, at_nd = adaptive_nd_update(
+        state.nd_index, state.ema_acc_fake, state.g_steps_at_nd, acc_fake, state.g_steps == 0,
+        beta=g.ds_beta, threshold=g.ds_threshold, grace=g.ds_grace, adaptive=bool(g.adaptive))
+    return state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt,
+                         since_g=jnp.zeros_like(state.since_g), g_steps=state.g_steps + 1,
+                         nd_index=nd_index, ema_acc_fake=ema, g_steps_at_nd=at_nd,
+                         last_g_loss=loss)
+
+  def _step(self, state: DPGANState, batch, rngs):
+    k_fake, k_g = jax.random.split(rngs["model"])
+    d_params, d_opt, metrics = self._d_update(state, batch, k_fake, rngs["noise"])
+    state = state.replace(d_params=d_params, d_opt=d_opt, d_step=state.d_step + 1,
+                          since_g=state.since_g + 1)
+    n_d = current_nd(state, self.config.dpgan.d_steps_per_g_step)
+    state = jax.lax.cond(state.since_g >= n_d, lambda s: self._g_update(s, k_g),
+                         lambda s: s, state)
+    metrics.update(g_loss=state.last_g_loss, g_steps=state.g_steps,
+                   n_d=current_nd(state, self.config.dpgan.d_steps_per_g_step),
+                   ema_acc_fake=state.ema_acc_fake)
+    return state, metrics
+
+  def train_step(self, state, batch, rngs):
+    return self._train_step(state, batch, rngs)
+
+  def _sample_impl(self, state, rng, labels):
+    z = jax.random.normal(rng, (labels.shape[0], self.config.dpgan.latent_dim))
+    return self.generator.apply({"params": state.g_params}, z, labels)
+
+  def sample(self, state, rng, labels):
+    return self._sample(state, rng, labels)
+
+
+def build(config, spec, mesh) -> DPGAN:
+  return DPGAN(config, spec, mesh)

@@ -1,0 +1,166 @@
+"""Sums of per-example clipped gradients: the sensitivity-bounding half of DP-SGD.
+
+Guarantee. For a batch with mask m (True = real example) the functions here return
+
+    S = sum_i m_i * clip(g_i),   g_i = grad_params per_example_loss(params, example_i),
+
+where clip scales g_i so that ||clip(g_i)||_2 <= C (flat clipping) or, per layer,
+||clip(g_i)_l||_2 <= C_l for every parameter leaf l, hence ||clip(g_i)||_2 <= C_tot =
+sqrt(sum_l C_l^2). Adding or removing one example therefore moves S by at most C
+(flat) or C_tot (per layer) in L2 norm, whatever the other examples and however the
+batch is chunked. Padding rows (m_i = False) contribute exactly zero: their gradient
+is multiplied by 0 and an all-padding chunk is not computed at all.
+
+Clip factor: min(1, C / (||g|| + norm_eps)), norm_eps = 1e-6 as Opacus (the bound
+holds for any norm_eps >= 0).
+
+Strategies (same result up to float rounding; see `STRATEGIES`):
+  'vmap'  jax.vmap of jax.grad over examples (the reference).
+The microbatched form (`microbatch_size`) runs the strategy over physical chunks with
+lax.scan and accumulates the sum, so memory is bounded by one chunk.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+# per_example_loss(params, example) -> scalar, or (scalar, aux) with has_aux=True.
+# `example` is one example: the batch pytree with its leading axis removed.
+PerExampleLoss = Callable[[PyTree, PyTree], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClippingSpec:
+  """How per-example gradients are bounded.
+
+  Attributes:
+    clip_norm: the flat bound C (used when `per_layer_bounds` is None).
+    per_layer_bounds: optional pytree with the structure of the parameters holding
+      one bound C_l per leaf; then the sensitivity is sqrt(sum_l C_l^2).
+    norm_eps: added to the norm in the clip factor (Opacus uses 1e-6).
+  """
+  clip_norm: float = 1.0
+  per_layer_bounds: PyTree | None = None
+  norm_eps: float = 1e-6
+
+  @property
+  def sensitivity(self) -> float:
+    """L2 bound of one example's clipped gradient (add/remove-one sensitivity of S)."""
+    if self.per_layer_bounds is None:
+      return float(self.clip_norm)
+    leaves = jax.tree.leaves(self.per_layer_bounds)
+    return float(sum(float(c) ** 2 for c in leaves) ** 0.5)
+
+
+def equal_per_layer_bounds(params: PyTree, total: float) -> PyTree:
+  """Per-leaf bounds total/sqrt(P) for P leaves, so their L2 norm is `total`."""
+  leaves = jax.tree.leaves(params)
+  bound = total / len(leaves) ** 0.5
+  return jax.tree.map(lambda _: bound, params)
+
+
+def global_norm(tree: PyTree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                      for x in jax.tree.leaves(tree)))
+
+
+def clip_factor(norm: jax.Array, bound: float | jax.Array, norm_eps: float) -> jax.Array:
+  return jnp.minimum(1.0, bound / (norm + norm_eps))
+
+
+def clip_gradient(grad: PyTree, spec: ClippingSpec) -> tuple[PyTree, jax.Array]:
+  """Clips one example's gradient; returns (clipped, norm before clipping)."""
+  norm = global_norm(grad)
+  if spec.per_layer_bounds is None:
+    factor = clip_factor(norm, spec.clip_norm, spec.norm_eps)
+    return jax.tree.map(lambda g: g * factor.astype(g.dtype), grad), norm
+  clipped = jax.tree.map(
+      lambda g, c: g * clip_factor(jnp.sqrt(jnp.sum(jnp.square(g))), c,
+                                   spec.norm_eps).astype(g.dtype),
+      grad, spec.per_layer_bounds)
+  return clipped, norm
+
+
+def _vmap_strategy(loss_fn: PerExampleLoss, params: PyTree, batch: PyTree, mask: jax.Array,
+                   spec: ClippingSpec, has_aux: bool):
+  """Reference strategy: materialise per-example gradients with vmap(grad)."""
+  grad_fn = jax.grad(loss_fn, has_aux=has_aux)
+
+  def one(example, keep):
+    if has_aux:
+      g, aux = grad_fn(params, example)
+    else:
+      g, aux = grad_fn(params, example), None
+    clipped, norm = clip_gradient(g, spec)
+    # where, not multiply: a padding row must give exactly 0 even if its gradient is inf.
+    return jax.tree.map(lambda x: jnp.where(keep, x, 0), clipped), norm, aux
+
+  clipped, norms, aux = jax.vmap(one)(batch, mask)
+  total = jax.tree.map(lambda x: jnp.sum(x, axis=0), clipped)
+  return total, norms, aux
+
+
+STRATEGIES = {"vmap": _vmap_strategy}
+
+
+def clipped_grad_sum(per_example_loss: PerExampleLoss, params: PyTree, batch: PyTree,
+                     mask: jax.Array, spec: ClippingSpec, *,
+                     microbatch_size: int | None = None, strategy: str = "vmap",
+                     has_aux: bool = False):
+  """Returns (S, per_example_norms, aux) with S the masked sum of clipped gradients.
+
+  Args:
+    per_example_loss: loss of one example (see `PerExampleLoss`).
+    params: the parameters to differentiate.
+    batch: pytree of arrays with a leading batch axis B (padded).
+    mask: bool[B], True for real examples; False rows contribute exactly zero.
+    spec: clipping bounds.
+    microbatch_size: if set and smaller than B, process chunks of this size with
+      lax.scan (B must be a multiple of it); same S up to float rounding.
+    strategy: a key of STRATEGIES.
+    has_aux: per_example_loss returns (loss, aux); aux is returned stacked per example
+      (no DP guarantee: it is computed from raw private data).
+
+  Returns:
+    S (params-shaped), the unclipped per-example gradient norms (B,) (0 for padding
+    rows that were skipped) and the stacked aux (None without has_aux).
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown clipping strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+  run = STRATEGIES[strategy]
+  batch_size = mask.shape[0]
+  if not microbatch_size or microbatch_size >= batch_size:
+    return run(per_example_loss, params, batch, mask, spec, has_aux)
+  if batch_size % microbatch_size:
+    raise ValueError(f"batch size {batch_size} is not a multiple of microbatch size "
+                     f"{microbatch_size}")
+  num_chunks = batch_size // microbatch_size
+  chunked = jax.tree.map(lambda x: x.reshape((num_chunks, microbatch_size) + x.shape[1:]),
+                         (batch, mask))
+  zero = jax.tree.map(jnp.zeros_like, params)
+  aux_shape = None
+  if has_aux:
+    first = jax.tree.map(lambda x: x[0], chunked)
+    aux_shape = jax.eval_shape(lambda b, m: run(per_example_loss, params, b, m, spec,
+                                                has_aux)[2], *first)
+
+  def body(acc, chunk):
+    chunk_batch, chunk_mask = chunk
+
+    def compute(_):
+      return run(per_example_loss, params, chunk_batch, chunk_mask, spec, has_aux)
+
+    def skip(_):
+      aux = None if aux_shape is None else jax.tree.map(
+          lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
+      return zero, jnp.zeros((microbatch_size,), jnp.float32), aux
+
+    total, norms, aux = jax.lax.cond(jnp.any(chunk_mask), compute, skip, None)
+    return jax.tree.map(jnp.add, acc, total), (norms, aux)
+
+  total, (norms, aux) = jax.lax.scan(body, zero, chunked)
+  flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
+  return total, flat(norms), (None if aux is None else jax.tree.map(flat, aux))

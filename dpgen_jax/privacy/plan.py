@@ -1,0 +1,155 @@
+"""From a config to an accounted plan: validated privacy settings, calibrated sigma
+or step count, the ledger a run starts with, and the `--mode=privacy` report.
+
+Generic over methods: a method only supplies `dp_event(config, num_examples)` (the
+event of one accounted step) and `privacy_fields(config, num_examples)`.
+"""
+
+import math
+from types import ModuleType
+
+import dp_accounting
+import ml_collections
+
+from dpgen_jax import errors
+from dpgen_jax.privacy import accounting
+from dpgen_jax.privacy.ledger import PrivacyLedger
+
+
+def validate_privacy_config(config, num_examples: int) -> None:
+  """Checks the privacy section against the dataset size; ConfigError on misuse."""
+  p = config.privacy
+  errors.require(p.accountant in accounting.ACCOUNTANTS,
+                 f"privacy.accountant must be one of {list(accounting.ACCOUNTANTS)}, "
+                 f"got {p.accountant!r}.")
+  errors.require(p.rdp_orders in accounting.ORDER_GRIDS,
+                 f"privacy.rdp_orders must be one of {sorted(accounting.ORDER_GRIDS)}, "
+                 f"got {p.rdp_orders!r}.")
+  errors.require(p.neighboring in accounting.NEIGHBORING,
+                 f"privacy.neighboring must be one of {sorted(accounting.NEIGHBORING)}.")
+  steps = config.train.num_steps
+  errors.require(steps is None or steps > 0, f"train.num_steps must be positive, got {steps}.")
+  if not p.enabled:
+    return
+  errors.require(0 < p.delta < 1.0 / num_examples,
+                 f"privacy.delta = {p.delta:g} must be in (0, 1/N) = (0, {1.0 / num_examples:.3g}) "
+                 f"for N = {num_examples} training examples; a delta of 1/N or more allows "
+                 f"releasing a whole example.")
+  errors.require(p.clip_norm > 0, f"privacy.clip_norm must be positive, got {p.clip_norm}.")
+  sigma, target = p.noise_multiplier, p.target_epsilon
+  errors.require(sigma is None or sigma > 0,
+                 f"privacy.noise_multiplier must be positive when privacy is enabled, got "
+                 f"{sigma} (set privacy.enabled=False for a non-private run).")
+  errors.require(target is None or target > 0,
+                 f"privacy.target_epsilon must be positive, got {target}.")
+  errors.require(sigma is not None or target is not None,
+                 "privacy.noise_multiplier is unset and there is no privacy.target_epsilon to "
+                 "calibrate it from; set one of them.")
+  errors.require(steps is not None or target is not None,
+                 "train.num_steps is unset and there is no privacy.target_epsilon to derive it "
+                 "from; set one of them.")
+  errors.require(sigma is not None or steps is not None,
+                 "Both privacy.noise_multiplier and train.num_steps are unset; set one and the "
+                 "other is calibrated from privacy.target_epsilon.")
+
+
+def _accountant_kwargs(config) -> dict:
+  p = config.privacy
+  return dict(accountant=p.accountant, orders=p.rdp_orders, neighboring=p.neighboring)
+
+
+def _with(config, **updates) -> ml_collections.ConfigDict:
+  out = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in updates.items():
+    section, key = dotted.split(".")
+    out[section][key] = value
+  return out
+
+
+def resolve(config, num_examples: int, method: ModuleType) -> tuple[ml_collections.ConfigDict, dict]:
+  """Fills an unset noise multiplier or step count from the target epsilon.
+
+  Returns (config with both set, notes for the ledger saying what was calibrated).
+  """
+  validate_privacy_config(config, num_examples)
+  notes = {}
+  p = config.privacy
+  if not p.enabled:
+    return config, notes
+  kwargs = _accountant_kwargs(config)
+  if p.noise_multiplier is None:
+    steps = config.train.num_steps
+
+    def make(sigma):
+      one = method.dp_event(_with(config, **{"privacy.noise_multiplier": float(sigma)}),
+                            num_examples)
+      return dp_accounting.SelfComposedDpEvent(one, steps)
+
+    sigma = accounting.calibrate_noise_multiplier(make, p.target_epsilon, p.delta, **kwargs)
+    config = _with(config, **{"privacy.noise_multiplier": sigma})
+    notes["noise_multiplier_calibrated_for"] = p.target_epsilon
+  elif config.train.num_steps is None:
+    one = method.dp_event(config, num_examples)
+    steps = accounting.calibrate_steps(lambda n: dp_accounting.SelfComposedDpEvent(one, n),
+                                       p.target_epsilon, p.delta, **kwargs)
+    errors.require(steps > 0, f"Not even one step fits privacy.target_epsilon = "
+                              f"{p.target_epsilon:g} with noise_multiplier {p.noise_multiplier}.")
+    config = _with(config, **{"train.num_steps": steps})
+    notes["num_steps_calibrated_for"] = p.target_epsilon
+  return config, notes
+
+
+def step_event(config, num_examples: int, method: ModuleType) -> dp_accounting.DpEvent:
+  if not config.privacy.enabled:
+    return dp_accounting.NonPrivateDpEvent()
+  return method.dp_event(config, num_examples)
+
+
+def new_ledger(config, num_examples: int, method: ModuleType, notes: dict) -> PrivacyLedger:
+  p = config.privacy
+  info = dict(method.privacy_fields(config, num_examples))
+  info.update(notes)
+  return PrivacyLedger(private=bool(p.enabled), delta=float(p.delta), accountant=p.accountant,
+                       orders=p.rdp_orders, neighboring=p.neighboring,
+                       budget_epsilon=p.target_epsilon if p.enabled else None, info=info)
+
+
+def privacy_report(config, num_examples: int, method: ModuleType, *,
+                   compare_accountants: bool = True) -> dict:
+  """What `--mode=privacy` prints: the epsilon of the whole configured run.
+
+  With `compare_accountants`, also the epsilon of the other accountant (PLD when the
+  run uses RDP and vice versa), for reference.
+  """
+  config, notes = resolve(config, num_examples, method)
+  steps = int(config.train.num_steps)
+  event = step_event(config, num_examples, method)
+  report = dict(method.privacy_fields(config, num_examples))
+  report.update(notes)
+  p = config.privacy
+  if not p.enabled:
+    report.update(epsilon=None, delta=None, steps=steps, accountant=None, private=False)
+    return report
+  total = dp_accounting.SelfComposedDpEvent(event, steps)
+  kwargs = _accountant_kwargs(config)
+  eps = accounting.epsilon(total, p.delta, **kwargs)
+  report.update(epsilon=eps, delta=p.delta, steps=steps, accountant=p.accountant,
+                private=True, num_examples=num_examples)
+  if p.accountant == "rdp":
+    report["rdp_orders"] = p.rdp_orders
+  if not compare_accountants:
+    pass
+  elif p.accountant == "rdp":
+    report["epsilon_pld"] = accounting.epsilon(total, p.delta, accountant="pld",
+                                               neighboring=p.neighboring)
+  else:
+    report["epsilon_rdp"] = accounting.epsilon(total, p.delta, accountant="rdp",
+                                               orders=p.rdp_orders, neighboring=p.neighboring)
+  if p.target_epsilon is not None:
+    report["target_epsilon"] = p.target_epsilon
+    report["within_budget"] = bool(eps <= p.target_epsilon)
+  for key in ("noise_multiplier", "sampling_rate"):
+    report.setdefault(key, None)
+  if isinstance(report.get("epsilon"), float) and math.isinf(report["epsilon"]):
+    report["epsilon"] = None
+  return report

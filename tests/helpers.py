@@ -1,0 +1,33 @@
+"""Shared helpers for tests."""
+
+import os
+
+import pytest
+
+from dpgen_jax.config_base import load_config_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def config(name: str, preset: str | None = None, **overrides):
+  """configs/<name>.py with a preset and dotted overrides ('train.num_steps'=...)."""
+  spec = os.path.join(ROOT, "configs", name + ".py") + (f":{preset}" if preset else "")
+  c = load_config_file(spec)
+  for dotted, value in overrides.items():
+    section, key = dotted.split("__") if "__" in dotted else dotted.split(".")
+    c[section][key] = value
+  return c
+
+
+def mnist_dir() -> str:
+  """The folder holding MNIST for tests, or skip the test with the reason."""
+  candidates = [os.path.join(os.environ["DPGEN_DATA_DIR"], "mnist")] \
+      if os.environ.get("DPGEN_DATA_DIR") else []
+  candidates.append(os.path.join(SHARED_DATA, "mnist"))
+  for path in candidates:
+    if os.path.isfile(os.path.join(path, "train-images-idx3-ubyte.gz")) or \
+       os.path.isfile(os.path.join(path, "train-images-idx3-ubyte")):
+      return path
+  pytest.skip(f"real MNIST not found in {candidates} (set DPGEN_DATA_DIR to a folder "
+              f"with mnist/); this test needs the real data")
