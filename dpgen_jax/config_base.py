@@ -54,11 +54,24 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_samples = 60_000
-  c.eval.metrics = ("fid_lenet", "acc_cnn")
-  c.eval.feature_extractor = "lenet"
+  c.eval.batch_size = 500  # generation batch
+  c.eval.labels = "uniform"  # 'uniform' (i.i.d.) or 'balanced' (0..K-1 repeated)
+  c.eval.quantize = True  # images rounded to multiples of 1/255, as upstream saves them
+  c.eval.metrics = ("fid_lenet", "acc_cnn")  # see dpgen_jax/evaluation/metrics.py
+  c.eval.seeds = (0,)  # classifier metrics are averaged over these seeds
   c.eval.checkpoint = config_dict.placeholder(int)  # evaluate only this step
-  c.eval.idle_timeout_secs = 3600.0
-  c.eval.seeds = (0,)
+  c.eval.idle_timeout_secs = 3600.0  # stop after this long without a new checkpoint
+  c.eval.poll_secs = 30.0
+  c.eval.export_npz = False  # WORKDIR/eval/gen_data_<step>.npz (data_x, data_y)
+  c.eval.export_grid = True  # WORKDIR/eval/samples_<step>.png
+  c.eval.cache_dir = ""  # feature extractors and real statistics; default ~/.cache/dpgen_jax
+  c.eval.inception_weights = ""  # .npz for fid_inception (experiments/convert_pytorch_fid_weights.py)
+  c.eval.inception_batch_size = 100
+  c.eval.lenet_epochs = 10
+  c.eval.cnn_epochs = 10  # dpgan-revisit protocol
+  c.eval.max_epochs = config_dict.placeholder(int)  # override the DP-Sinkhorn protocol's
+  c.eval.patience = config_dict.placeholder(int)
+  c.eval.threshold_background = False  # DP-Sinkhorn's pixel post-processing
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # set for multi-host jax.distributed

@@ -1,7 +1,8 @@
 """The project's logger: progress lines on stderr, library chatter kept out.
 
-Orbax, clu and TensorFlow log through absl at INFO level on every save; those go
-to WARNING so the progress lines stay readable.
+Orbax, clu and TensorFlow log through absl (INFO on every save, WARNING for every
+read-only checkpoint manager); absl is set to ERROR so the progress lines stay
+readable. `setup(verbose=True)` shows everything.
 """
 
 import logging
@@ -15,9 +16,9 @@ def get_logger() -> logging.Logger:
 
 
 def setup(verbose: bool = False) -> logging.Logger:
-  """Routes dpgen_jax's messages to stderr at INFO; libraries at WARNING."""
+  """Routes dpgen_jax's messages to stderr at INFO; absl-logging libraries at ERROR."""
   from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
   logger = get_logger()
   if not logger.handlers:
     handler = logging.StreamHandler(sys.stderr)

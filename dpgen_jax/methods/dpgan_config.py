@@ -85,8 +85,13 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 3
   c.train.sample_every = 3
   c.privacy.max_physical_bsz = 0
-  c.eval.num_samples = 200
+  c.eval.num_samples = 240
   c.eval.seeds = (0,)
+  c.eval.lenet_epochs = 1
+  c.eval.cnn_epochs = 2
+  c.eval.batch_size = 120
+  c.eval.idle_timeout_secs = 60.0
+  c.eval.poll_secs = 1.0
   return c
 
 

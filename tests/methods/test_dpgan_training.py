@@ -2,6 +2,11 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -84,14 +89,84 @@ def _final_state(workdir):
   return state, meta
 
 
-def test_resumed_run_ends_in_the_same_state_as_an_uninterrupted_one(tmp_path):
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  loop.train(_digits_config(8, **{"train.checkpoint_every": 4}), straight)
-  loop.train(_digits_config(4, **{"train.checkpoint_every": 4}), resumed)  # stops at 4
-  loop.train(_digits_config(8, **{"train.checkpoint_every": 4}), resumed)  # resumes from 4
-  a, meta_a = _final_state(straight)
-  b, meta_b = _final_state(resumed)
+_RESUME = {"train.checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """An uninterrupted 8-step run (reproducible noise): the reference final state."""
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  loop.train(_digits_config(8, **_RESUME), workdir)
+  return _final_state(workdir)
+
+
+def _assert_same_final_state(reference, workdir):
+  a, meta_a = reference
+  b, meta_b = _final_state(workdir)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert meta_a["ledger"]["steps"] == meta_b["ledger"]["steps"] == 8
   assert meta_a["ledger"]["epsilon"] == pytest.approx(meta_b["ledger"]["epsilon"], rel=1e-12)
+  assert meta_a["ledger"]["segments"] == meta_b["ledger"]["segments"]
+
+
+def test_resumed_run_ends_in_the_same_state_as_an_uninterrupted_one(tmp_path, straight_run):
+  resumed = str(tmp_path)
+  loop.train(_digits_config(4, **_RESUME), resumed)  # stops at step 4
+  loop.train(_digits_config(8, **_RESUME), resumed)  # resumes from 4
+  _assert_same_final_state(straight_run, resumed)
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_state(tmp_path, straight_run):
+  """kill -9 while training (after at least one checkpoint), then run again."""
+  workdir = str(tmp_path)
+  script = textwrap.dedent(f"""
+      from tests.methods import test_dpgan_training as t
+      from dpgen_jax.training import loop
+      c = t._digits_config(2000, **t._RESUME)  # would run far past the kill
+      loop.train(c, {workdir!r})
+  """)
+  proc = subprocess.Popen([sys.executable, "-c", script], cwd=helpers.ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+      steps = Checkpointer(workdir, read_only=True).all_steps() \
+          if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+      if len(steps) >= 2:
+        break
+      assert proc.poll() is None, "training exited before it was killed"
+      time.sleep(0.2)
+    else:
+      pytest.fail("no checkpoint within 240 s")
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  killed_at = Checkpointer(workdir, read_only=True).latest_step()
+  assert 2 <= killed_at < 2000
+  if killed_at >= 8:
+    pytest.skip(f"the run reached step {killed_at} before the kill; cannot compare at 8")
+  loop.train(_digits_config(8, **_RESUME), workdir)
+  _assert_same_final_state(straight_run, workdir)
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  loop.train(_digits_config(4, **{"train.checkpoint_every": 2}), workdir)
+  # Resume with an absurd learning rate: D's parameters overflow within a few steps.
+  bad = _digits_config(12, **{"train.checkpoint_every": 2, "train.log_every": 1,
+                              "dpgan.d_lr": 1e36})
+  with pytest.raises(loop.TrainingDiverged, match="last good checkpoint is 4"):
+    loop.train(bad, workdir)
+  ck = Checkpointer(workdir, read_only=True)
+  assert ck.latest_step() == 4
+  assert json.loads(open(os.path.join(workdir, "privacy.json")).read())["steps"] == 4
+
+
+def test_non_private_run_uses_the_same_sampling_and_reports_no_epsilon(tmp_path):
+  c = helpers.config("mnist_nonpriv", "smoke", **{"data.name": "digits", "data.image_size": 28})
+  summary = loop.train(c, str(tmp_path))
+  assert summary["epsilon"] is None
+  ledger = json.loads(open(os.path.join(str(tmp_path), "privacy.json")).read())
+  assert ledger["private"] is False and ledger["epsilon"] is None and ledger["steps"] == 6
+  assert ledger["sampling"]["scheme"] == "poisson"
