@@ -1,0 +1,230 @@
+"""The evaluation job: `python main.py --config=C --workdir=W --mode=eval`.
+
+Runs beside (or after) training as its own process. It watches WORKDIR/checkpoints,
+evaluates every checkpoint once (or only eval.checkpoint), and stops when the final
+checkpoint of the run (train.num_steps, as recorded by training) is evaluated, or
+after eval.idle_timeout_secs without a new checkpoint. For each checkpoint it
+
+  1. generates eval.num_samples samples from the released generator (labels uniform
+     at random, or balanced; images quantised to multiples of 1/255 as upstream);
+  2. computes eval.metrics (see evaluation/metrics.py);
+  3. appends one JSON line to WORKDIR/eval/metrics.jsonl with the step, the epsilon
+     and delta of the checkpoint's ledger and every metric, and writes the metrics to
+     TensorBoard (WORKDIR/eval, tag eval/<metric>);
+  4. optionally exports WORKDIR/eval/gen_data_<step>.npz (data_x, data_y: the format
+     GS-WGAN's evaluation scripts read) and a PNG grid.
+
+A checkpoint that cannot be restored is reported and skipped, never fatal.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dpgen_jax import errors, parallel, rng
+from dpgen_jax.data import load_dataset
+from dpgen_jax.evaluation import metrics as metrics_lib
+from dpgen_jax.log import get_logger
+from dpgen_jax.methods import get_method
+from dpgen_jax.training import images
+from dpgen_jax.training.checkpoint import Checkpointer
+
+METRICS_FILE = os.path.join("eval", "metrics.jsonl")
+
+
+def generate(method, state, num_samples: int, num_classes: int, *, seed: int,
+             batch_size: int = 500, labels: str = "uniform", quantize: bool = True,
+             prng_impl: str = rng.DEFAULT_IMPL) -> tuple[np.ndarray, np.ndarray]:
+  """`num_samples` samples of the released generator with their labels.
+
+  labels='uniform': i.i.d. uniform labels (dpgan-revisit); 'balanced': 0..K-1 repeated
+  (GS-WGAN, DP-CGAN). quantize: round(255 x) / 255 as upstream's saved images.
+  """
+  key = jax.random.fold_in(rng.make_key(seed, prng_impl), 0xE7A1)
+  if labels == "uniform":
+    y = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (num_samples,), 0,
+                                      num_classes), np.int32)
+  elif labels == "balanced":
+    y = np.arange(num_samples, dtype=np.int32) % num_classes
+  else:
+    raise errors.ConfigError(f"eval.labels must be 'uniform' or 'balanced', got {labels!r}.")
+  chunks = []
+  padded = -(-num_samples // batch_size) * batch_size
+  y_pad = np.concatenate([y, np.zeros((padded - num_samples,), np.int32)])
+  for i in range(0, padded, batch_size):  # one jitted call per batch of `batch_size`
+    chunk = method.sample(state, jax.random.fold_in(key, 2 + i // batch_size),
+                          jnp.asarray(y_pad[i:i + batch_size]))
+    chunks.append(np.asarray(chunk))
+  x = np.concatenate(chunks)[:num_samples].astype(np.float32)
+  if quantize:
+    x = np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
+  return x.astype(np.float32), y
+
+
+def evaluated_steps(workdir: str) -> set[int]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return set()
+  steps = set()
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          steps.add(int(json.loads(line)["step"]))
+        except (ValueError, KeyError):
+          continue
+  return steps
+
+
+def _validate(config, workdir: str, kind: str) -> None:
+  e = config.eval
+  errors.require(e.num_samples > 0, f"eval.num_samples must be positive, got {e.num_samples}.")
+  errors.require(len(e.seeds) > 0, "eval.seeds must name at least one seed.")
+  metrics_lib.validate_metrics(tuple(e.metrics), kind, e)
+  if not os.path.isdir(workdir):
+    raise errors.UserError(f"--workdir {workdir} does not exist; train first (or start the "
+                           f"eval job beside the training job on the same workdir).")
+  cfg_path = os.path.join(workdir, "config.json")
+  if os.path.exists(cfg_path):
+    with open(cfg_path) as f:
+      trained = json.load(f)
+    for key in ("method",):
+      errors.require(trained.get(key) == config[key],
+                     f"{workdir} was trained with {key} = {trained.get(key)!r}, but this config "
+                     f"has {config[key]!r}.")
+    errors.require(trained.get("data", {}).get("name") == config.data.name,
+                   f"{workdir} was trained on {trained.get('data', {}).get('name')!r}, but this "
+                   f"config evaluates {config.data.name!r}.")
+
+
+class Evaluator:
+  """Evaluates the checkpoints of one workdir (used by the job and by scripts)."""
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    method_mod = get_method(config.method)
+    self.dataset = load_dataset(config.data)
+    _validate(config, workdir, self.dataset.kind)
+    self.method = method_mod.build(config, self.dataset.spec, parallel.make_mesh())
+    self.abstract = jax.eval_shape(lambda: self.method.init(rng.make_key(0, config.train.prng_impl)))
+    self.ctx = metrics_lib.EvalContext(self.dataset, config.eval)
+    self.checkpointer = Checkpointer(workdir, read_only=True)
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    self._writer = None
+
+  def writer(self):
+    if self._writer is None:
+      from clu import metric_writers  # imports TensorFlow
+      self._writer = metric_writers.create_default_writer(
+          os.path.join(self.workdir, "eval"), just_logging=jax.process_index() > 0)
+    return self._writer
+
+  def evaluate_step(self, step: int) -> dict | None:
+    """Evaluates checkpoint `step`; returns the JSON record (None if unreadable)."""
+    log = get_logger()
+    e = self.config.eval
+    try:
+      state, meta = self.checkpointer.restore(step, self.abstract)
+    except Exception as exc:  # a damaged or vanished checkpoint must not end the job
+      log.warning("Checkpoint %d cannot be restored (%s: %s); skipping it.", step,
+                  type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+      return None
+    t0 = time.time()
+    ledger = meta.get("ledger", {})
+    log.info("Evaluating checkpoint %d (epsilon %s): generating %d samples.", step,
+             ledger.get("epsilon"), e.num_samples)
+    gen_x, gen_y = generate(self.method, state, int(e.num_samples), self.dataset.num_classes,
+                            seed=int(self.config.train.seed), batch_size=int(e.batch_size),
+                            labels=e.labels, quantize=bool(e.quantize) and
+                            self.dataset.kind == "image", prng_impl=self.config.train.prng_impl)
+    if e.get("threshold_background", False):
+      from dpgen_jax.evaluation.classifier_metrics import threshold_background
+      gen_x = np.asarray(threshold_background(gen_x))
+    record = {"step": int(step), "epsilon": ledger.get("epsilon"),
+              "delta": ledger.get("delta"), "private": ledger.get("private"),
+              "num_samples": int(e.num_samples), "labels": e.labels}
+    for name in e.metrics:
+      t = time.time()
+      values = metrics_lib.compute(name, self.ctx, gen_x, gen_y)
+      record.update(values)
+      log.info("  %s = %s (%.1f s)", name, ", ".join(f"{k}={v:.4f}" for k, v in values.items()),
+               time.time() - t)
+    record["eval_time_s"] = time.time() - t0
+    if e.export_npz:
+      path = os.path.join(self.workdir, "eval", f"gen_data_{step}.npz")
+      np.savez_compressed(path, data_x=gen_x, data_y=gen_y)
+      record["gen_data"] = path
+    if e.export_grid and self.dataset.kind == "image":
+      per = 10
+      order = np.concatenate([np.flatnonzero(gen_y == k)[:per]
+                              for k in range(min(self.dataset.num_classes, 10))])
+      images.save_grid(os.path.join(self.workdir, "eval", f"samples_{step}.png"),
+                       gen_x[order], rows=-(-len(order) // per), cols=per, scale=2)
+    scalars = {f"eval/{k}": v for k, v in record.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+    self.writer().write_scalars(int(step), scalars)
+    self.writer().flush()
+    with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+    return record
+
+  def final_step(self) -> int:
+    return int(self.config.train.num_steps)
+
+  def run(self) -> list[dict]:
+    """Watches the workdir until the final checkpoint is evaluated (or idle timeout)."""
+    log = get_logger()
+    e = self.config.eval
+    done = evaluated_steps(self.workdir)
+    failed: set[int] = set()
+    records = []
+    only = e.get("checkpoint")
+    last_activity = time.time()
+    while True:
+      available = self.checkpointer.all_steps()
+      if only is not None:
+        todo = [only] if only in available and only not in done else []
+        if only in done:
+          log.info("Checkpoint %d is already in %s.", only, METRICS_FILE)
+          return records
+      else:
+        todo = [s for s in available if s not in done and s not in failed]
+      for step in todo:
+        record = self.evaluate_step(step)
+        (failed if record is None else done).add(step)
+        if record is not None:
+          records.append(record)
+        last_activity = time.time()
+      if only is not None and (only in done or only in failed):
+        return records
+      final = self._final_step_from_checkpoints(available)
+      if final is not None and final in done | failed:
+        log.info("The final checkpoint (%d) is evaluated; results in %s.", final,
+                 os.path.join(self.workdir, METRICS_FILE))
+        return records
+      if time.time() - last_activity > float(e.idle_timeout_secs):
+        log.info("No new checkpoint for %.0f s; stopping (eval.idle_timeout_secs).",
+                 float(e.idle_timeout_secs))
+        return records
+      time.sleep(float(e.poll_secs))
+
+  def _final_step_from_checkpoints(self, available: list[int]) -> int | None:
+    """The run's last step if its checkpoint exists (from the checkpoint's metadata)."""
+    if not available:
+      return None
+    newest = available[-1]
+    try:
+      planned = int(self.checkpointer.restore_meta(newest).get("num_steps", -1))
+    except Exception:
+      planned = self.final_step()
+    return newest if newest >= planned else None
+
+
+def evaluate_workdir(config, workdir: str) -> list[dict]:
+  return Evaluator(config, workdir).run()

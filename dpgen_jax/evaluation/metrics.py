@@ -1,0 +1,220 @@
+"""Named evaluation metrics, each computed from generated (x, y) and the real data.
+
+Every metric's name says what produced it (DESIGN.md):
+
+  fid_lenet        Frechet distance of LeNet-5 features (offline default; the LeNet is
+                   trained once on the real training split and cached)
+  fid_inception    Frechet distance of pytorch-fid's Inception-v3 pool3 features
+                   (needs eval.inception_weights, an .npz from
+                   experiments/convert_pytorch_fid_weights.py)
+  acc_cnn          dpgan-revisit's CNN protocol (train on generated, select the epoch on
+                   held-out generated, report real test accuracy)
+  acc_logreg, acc_mlp, acc_cnn_sinkhorn
+                   DP-Sinkhorn's / GS-WGAN's classifiers (early stopping on generated)
+  is_lenet         Inception Score with the cached LeNet as domain classifier
+  auroc_lr, auroc_mlp
+                   DP-CGAN's scikit-learn classifiers, micro-AUROC on real test data
+
+Real-side statistics use the test split (as dpgan-revisit) and are cached per dataset,
+split, extractor and extractor weights; a cache file records which extractor made it
+and is rejected if it does not match, so extractors are never mixed silently.
+Real data is used here only to *measure* a released generator (not part of training);
+these numbers are not privatised and are not part of any DP release.
+"""
+
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+import flax.serialization
+import jax
+import numpy as np
+
+from dpgen_jax import errors
+from dpgen_jax.evaluation import classifier_metrics, frechet
+from dpgen_jax.log import get_logger
+
+Array = Any
+
+ALL_METRICS = ("fid_lenet", "fid_inception", "acc_cnn", "acc_logreg", "acc_mlp",
+               "acc_cnn_sinkhorn", "is_lenet", "auroc_lr", "auroc_mlp")
+TABULAR_METRICS = ("auroc_lr", "auroc_mlp")  # scikit-learn classifiers work on rows too
+
+
+def cache_dir(eval_config) -> str:
+  path = (eval_config.get("cache_dir") or os.environ.get("DPGEN_CACHE_DIR")
+          or os.path.join(os.path.expanduser("~"), ".cache", "dpgen_jax"))
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
+def validate_metrics(names, kind: str, eval_config) -> None:
+  for name in names:
+    errors.require(name in ALL_METRICS,
+                   f"Unknown metric {name!r} in eval.metrics; known: {', '.join(ALL_METRICS)}.")
+    if kind == "tabular":
+      errors.require(name in TABULAR_METRICS,
+                     f"Metric {name!r} needs images; tabular data offers {TABULAR_METRICS}.")
+  if "fid_inception" in names:
+    path = eval_config.get("inception_weights") or ""
+    errors.require(bool(path) and os.path.isfile(path),
+                   f"fid_inception needs eval.inception_weights, the .npz written by "
+                   f"experiments/convert_pytorch_fid_weights.py from pytorch-fid's "
+                   f"pt_inception-2015-12-05-6726825d.pth (got {path!r}). Use fid_lenet for "
+                   f"an offline FID.")
+
+
+class EvalContext:
+  """The real data, config and caches that metrics share across checkpoints."""
+
+  def __init__(self, dataset, eval_config):
+    self.dataset = dataset
+    self.config = eval_config
+    self.cache = cache_dir(eval_config)
+    self._lenet = None
+    self._real_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self._inception_fn = None
+
+  @property
+  def seeds(self) -> list[int]:
+    return [int(s) for s in self.config.seeds]
+
+  # ---- LeNet (offline FID extractor and domain classifier) ----
+
+  def lenet(self):
+    """(variables, fingerprint) of the LeNet trained on the real training split."""
+    if self._lenet is not None:
+      return self._lenet
+    from dpgen_jax.evaluation import feature_extractor
+    d = self.dataset
+    epochs = int(self.config.get("lenet_epochs", 10))
+    shape = "x".join(str(s) for s in d.train_x.shape[1:])
+    path = os.path.join(self.cache, f"lenet_{d.name}_{shape}_n{len(d.train_x)}_e{epochs}.msgpack")
+    template = None
+    if os.path.exists(path):
+      with open(path, "rb") as f:
+        blob = f.read()
+      template = jax.eval_shape(lambda: feature_extractor.classifiers.LeNet5(
+          d.num_classes).init(jax.random.key(0), np.zeros((1,) + d.train_x.shape[1:], np.float32)))
+      variables = flax.serialization.from_bytes(template, blob)
+      get_logger().info("Loaded the LeNet feature extractor from %s.", path)
+    else:
+      get_logger().info("Training the LeNet feature extractor on the real %s training split "
+                        "(once; cached in %s).", d.name, path)
+      variables, meta = feature_extractor.train_lenet_feature_extractor(
+          d.train_x, d.train_y, d.num_classes, epochs=epochs, test_x=d.test_x, test_y=d.test_y)
+      blob = flax.serialization.to_bytes(variables)
+      with open(path + ".tmp", "wb") as f:
+        f.write(blob)
+      os.replace(path + ".tmp", path)
+      with open(path + ".json", "w") as f:
+        json.dump(meta, f, indent=2)
+      get_logger().info("LeNet real test accuracy: %.4f", meta["test_accuracy"])
+    self._lenet = (variables, "lenet-" + hashlib.sha1(blob).hexdigest()[:12])
+    return self._lenet
+
+  def lenet_features(self, images: Array) -> np.ndarray:
+    from dpgen_jax.evaluation import feature_extractor
+    variables, _ = self.lenet()
+    return np.asarray(feature_extractor.lenet_feature_fn(variables)(images))
+
+  def lenet_proba(self, images: Array) -> np.ndarray:
+    from dpgen_jax.evaluation import feature_extractor
+    variables, _ = self.lenet()
+    model = feature_extractor.classifiers.LeNet5(self.dataset.num_classes)
+    return classifier_metrics.predict_proba(model, variables, np.asarray(images) * 2.0 - 1.0,
+                                            batch_size=1000)
+
+  # ---- Inception ----
+
+  def inception(self):
+    if self._inception_fn is None:
+      from dpgen_jax.models import inception
+      path = self.config.inception_weights
+      variables = inception.load_inception_params(path)
+      with open(path, "rb") as f:
+        digest = hashlib.sha1(f.read()).hexdigest()[:12]
+      self._inception_fn = (inception.inception_feature_fn(
+          variables, batch_size=int(self.config.get("inception_batch_size", 100))),
+          "inception-" + digest)
+    return self._inception_fn
+
+  # ---- real statistics ----
+
+  def real_statistics(self, extractor: str, features_fn: Callable[[Array], np.ndarray],
+                      fingerprint: str):
+    """(mu, sigma) of the real test split under `extractor`, cached on disk."""
+    if extractor in self._real_stats:
+      return self._real_stats[extractor]
+    d = self.dataset
+    path = os.path.join(self.cache, f"stats_{d.name}_test_{fingerprint}.npz")
+    if os.path.exists(path):
+      with np.load(path) as f:
+        if str(f["extractor"]) != fingerprint:
+          raise errors.UserError(f"{path} was made by {f['extractor']}, not {fingerprint}; "
+                                 f"delete it to recompute.")
+        stats = (f["mu"], f["sigma"])
+    else:
+      stats = frechet.feature_statistics(features_fn(d.test_x))
+      np.savez(path + ".tmp.npz", mu=stats[0], sigma=stats[1], extractor=fingerprint,
+               num_examples=len(d.test_x))
+      os.replace(path + ".tmp.npz", path)
+    self._real_stats[extractor] = stats
+    return stats
+
+
+def _fid(ctx: EvalContext, extractor: str, gen_x) -> float:
+  if extractor == "lenet":
+    _, fingerprint = ctx.lenet()
+    features_fn = ctx.lenet_features
+  else:
+    features_fn, fingerprint = ctx.inception()
+  mu_r, sigma_r = ctx.real_statistics(extractor, features_fn, fingerprint)
+  mu_g, sigma_g = frechet.feature_statistics(features_fn(gen_x))
+  return frechet.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+
+
+def _seed_average(ctx, name, fn, key) -> dict[str, float]:
+  runs = [fn(seed) for seed in ctx.seeds]
+  values = np.array([float(r[key]) for r in runs])
+  out = {name: float(values.mean())}
+  if len(values) > 1:
+    out[name + "_std"] = float(values.std())
+  return out
+
+
+def compute(name: str, ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict:
+  """The metric `name` (and its companions, e.g. `_std`) for generated (x, y)."""
+  d = ctx.dataset
+  c = ctx.config
+  if name == "fid_lenet":
+    return {name: _fid(ctx, "lenet", gen_x)}
+  if name == "fid_inception":
+    return {name: _fid(ctx, "inception", gen_x)}
+  if name == "is_lenet":
+    mean, std = classifier_metrics.inception_score(ctx.lenet_proba(gen_x))
+    return {name: mean, name + "_split_std": std}
+  if name == "acc_cnn":
+    num_select = min(5000, len(gen_x) // 12)  # dpgan-revisit: 55k/5k of 60k
+    return _seed_average(ctx, name, lambda s: classifier_metrics.dpgan_cnn_accuracy(
+        gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
+        epochs=int(c.get("cnn_epochs", 10)), num_select=num_select), "accuracy")
+  if name in ("acc_logreg", "acc_mlp", "acc_cnn_sinkhorn"):
+    kind = {"acc_logreg": "logreg", "acc_mlp": "mlp", "acc_cnn_sinkhorn": "cnn"}[name]
+    kwargs = {}
+    if c.get("max_epochs"):
+      kwargs["max_epochs"] = int(c.max_epochs)
+    if c.get("patience"):
+      kwargs["patience"] = int(c.patience)
+    return _seed_average(ctx, name, lambda s: classifier_metrics.sinkhorn_protocol_accuracy(
+        kind, gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s, **kwargs), "accuracy")
+  if name in ("auroc_lr", "auroc_mlp"):
+    runs = [classifier_metrics.dpcgan_auroc(gen_x, gen_y, d.test_x, d.test_y, d.num_classes,
+                                            seed=s) for s in ctx.seeds]
+    values = np.array([r[name] for r in runs])
+    out = {name: float(values.mean())}
+    if len(values) > 1:
+      out[name + "_std"] = float(values.std())
+    return out
+  raise errors.ConfigError(f"Metric {name!r} is not available for {d.name}.")
