@@ -38,6 +38,12 @@ class Method(abc.ABC):
     self.spec = spec
     self.mesh = mesh
 
+  def setup(self, workdir: str, dataset) -> None:
+    """Called by the training loop once, before `init`, with the run folder and the
+    loaded `Dataset`. Methods that draw their own batches (e.g. from disjoint
+    shards) or have a separate stage (e.g. pretraining saved in the workdir) use it;
+    the default does nothing. Not called by the eval job."""
+
   @abc.abstractmethod
   def init(self, rng: jax.Array) -> PyTree:
     """The initial state: a pytree of arrays (checkpointed as is)."""

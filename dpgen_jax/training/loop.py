@@ -185,6 +185,7 @@ def train(config, workdir: str) -> dict:
 
   mesh = parallel.make_mesh()
   method = method_mod.build(config, spec, mesh)
+  method.setup(workdir, dataset)
   get_logger().info("Initialising %s on %s (%d train examples from %s) over %d device(s).",
                     config.method, spec.name, num_train, dataset.source, mesh.size)
   state = method.init(rng.make_key(seed, config.train.prng_impl))
