@@ -15,7 +15,12 @@ Clip factor: min(1, C / (||g|| + norm_eps)), norm_eps = 1e-6 as Opacus (the boun
 holds for any norm_eps >= 0).
 
 Strategies (same result up to float rounding; see `STRATEGIES`):
-  'vmap'  jax.vmap of jax.grad over examples (the reference).
+  'vmap'   jax.vmap of jax.grad over examples (the reference; any loss).
+  'ghost'  ghost.py: per-example norms of nn.Dense / nn.Conv gradients from their
+           inputs and output gradients (no per-example gradients), then the clipped
+           sum as one reweighted product per layer; other parameterised Flax modules
+           get exact per-example gradients of that module only. The loss must reach
+           every parameter through Flax module calls (else GhostClippingError).
 The microbatched form (`microbatch_size`) runs the strategy over physical chunks with
 lax.scan and accumulates the sum, so memory is bounded by one chunk.
 """
@@ -126,7 +131,8 @@ def clipped_grad_sum(per_example_loss: PerExampleLoss, params: PyTree, batch: Py
 
   Returns:
     S (params-shaped), the unclipped per-example gradient norms (B,) (0 for padding
-    rows that were skipped) and the stacked aux (None without has_aux).
+    rows that were skipped; 'ghost' reports 0 for every padding row) and the stacked
+    aux (None without has_aux).
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown clipping strategy {strategy!r}; known: {sorted(STRATEGIES)}")
@@ -164,3 +170,7 @@ def clipped_grad_sum(per_example_loss: PerExampleLoss, params: PyTree, batch: Py
   total, (norms, aux) = jax.lax.scan(body, zero, chunked)
   flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
   return total, flat(norms), (None if aux is None else jax.tree.map(flat, aux))
+
+
+# Registers 'ghost' in STRATEGIES (at the bottom: ghost.py imports this module).
+from dpgen_jax.privacy import ghost as _ghost  # noqa: E402,F401  pylint: disable=g-import-not-at-top
