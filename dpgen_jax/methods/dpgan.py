@@ -97,6 +97,9 @@ def validate(config, spec) -> None:
   require(config.privacy.clipping == "flat",
           "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
   require(config.privacy.max_physical_bsz >= 0, "privacy.max_physical_bsz must be >= 0.")
+  require(config.privacy.clipping_strategy in clipping.STRATEGIES,
+          f"privacy.clipping_strategy must be one of {sorted(clipping.STRATEGIES)}, got "
+          f"{config.privacy.clipping_strategy!r}.")
   if spec is None:
     return
   require(spec.kind == "image", f"dpgan trains on images; {spec.name} is {spec.kind}.")

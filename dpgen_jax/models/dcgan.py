@@ -109,6 +109,58 @@ def _leaky_relu(x: jax.Array) -> jax.Array:
   return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
+class ScatterConvTranspose(nn.ConvTranspose):
+  """`nn.ConvTranspose` (2-D, explicit padding, transpose_kernel=False) by matmul + adds.
+
+  Same parameters ('kernel' (kh, kw, in, out), 'bias'), initialisation and outputs as
+  the `nn.ConvTranspose` of `init.torch_conv_transpose`, computed differently: every
+  input pixel times the spatially flipped kernel (one matmul), then each of the kh*kw
+  taps is added into the output at stride s (interior padding), then cropped. Its
+  gradients are matmuls and strided slices; XLA:CPU's gradient of the lhs-dilated
+  convolution w.r.t. the kernel is ~30x slower (7.7 of the 8 s of a generator step of
+  the MNIST paper model at batch 128 on 2 CPU cores).
+  """
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    if inputs.ndim != 4 or self.transpose_kernel or isinstance(self.padding, str):
+      raise ValueError("ScatterConvTranspose supports NHWC inputs with explicit padding")
+    kh, kw = self.kernel_size
+    sh, sw = self.strides or (1, 1)
+    (lo_h, hi_h), (lo_w, hi_w) = self.padding
+    if lo_h != hi_h or lo_w != hi_w or max(lo_h - (kh - 1), lo_w - (kw - 1)) > 0:
+      raise ValueError(f"ScatterConvTranspose needs PyTorch-style padding, got {self.padding}")
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, inputs.shape[-1], self.features),
+                        self.param_dtype)
+    _, h, w, _ = inputs.shape
+    full_h, full_w = (h - 1) * sh + kh, (w - 1) * sw + kw
+    # PyTorch view: input pixel (i, j) adds x_ij W_torch[a, b] at (s i + a, s j + b),
+    # W_torch = the Flax kernel flipped spatially (see init.py).
+    taps = jnp.einsum("bhwc,xyco->bhwxyo", inputs, kernel[::-1, ::-1])
+    zero = jnp.zeros((), taps.dtype)
+    out = None
+    for a in range(kh):
+      for b in range(kw):
+        placed = jax.lax.pad(taps[:, :, :, a, b, :], zero,
+                             ((0, 0, 0), (a, kh - 1 - a, sh - 1), (b, kw - 1 - b, sw - 1),
+                              (0, 0, 0)))
+        out = placed if out is None else out + placed
+    ph, pw = kh - 1 - lo_h, kw - 1 - lo_w  # PyTorch's padding p: crop p on each side
+    out = out[:, ph:full_h - ph, pw:full_w - pw, :]
+    if self.use_bias:
+      out = out + self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    return out
+
+
+def _deconv(features: int, kernel: int, stride: int, padding: int,
+            name: str) -> ScatterConvTranspose:
+  """`init.torch_conv_transpose` (same init and semantics), computed by ScatterConvTranspose."""
+  m = init.torch_conv_transpose(features, kernel, stride, padding)
+  return ScatterConvTranspose(features=m.features, kernel_size=m.kernel_size, strides=m.strides,
+                              padding=m.padding, use_bias=m.use_bias, kernel_init=m.kernel_init,
+                              bias_init=m.bias_init, name=name)
+
+
 class DCGANGenerator(nn.Module):
   """Class-conditional DCGAN generator (docs/methods/dpgan.md §1.2, §1.3).
 
@@ -153,16 +205,14 @@ class DCGANGenerator(nn.Module):
     x = z[:, None, None, :]
     y = jax.nn.one_hot(labels, self.num_classes, dtype=z.dtype)[:, None, None, :]
     f = table.first
-    x = init.torch_conv_transpose(f.features, f.kernel, f.stride, f.padding,
-                                  name="deconv1_1")(x)
-    y = init.torch_conv_transpose(f.features, f.kernel, f.stride, f.padding,
-                                  name="deconv1_2")(y)
+    x = _deconv(f.features, f.kernel, f.stride, f.padding, name="deconv1_1")(x)
+    y = _deconv(f.features, f.kernel, f.stride, f.padding, name="deconv1_2")(y)
     x = jnp.concatenate([_leaky_relu(x), _leaky_relu(y)], axis=-1)
 
     last = len(table.trunk) - 1
     for i, layer in enumerate(table.trunk):
-      x = init.torch_conv_transpose(layer.features, layer.kernel, layer.stride,
-                                    layer.padding, name=f"deconv{i + 2}")(x)
+      x = _deconv(layer.features, layer.kernel, layer.stride, layer.padding,
+                  name=f"deconv{i + 2}")(x)
       if i < last:
         x = _leaky_relu(x)
     return (jnp.tanh(x) + 1.0) * 0.5

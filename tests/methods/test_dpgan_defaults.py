@@ -1,0 +1,21 @@
+"""DP-GAN's default clipping strategy is 'ghost'; 'vmap' stays selectable; typos are errors."""
+
+import pytest
+
+from dpgen_jax import errors
+from dpgen_jax.methods import dpgan, dpgan_config
+from tests import helpers
+
+
+@pytest.mark.parametrize("name", sorted(dpgan_config.UPSTREAM))
+def test_every_dpgan_config_defaults_to_ghost_clipping(name):
+  for preset in ("paper", "cpu", "smoke"):
+    assert helpers.config(name, preset).privacy.clipping_strategy == "ghost"
+
+
+def test_vmap_is_selectable_and_an_unknown_strategy_is_one_clear_error():
+  dpgan.validate(helpers.config("mnist_eps10", "smoke", **{"privacy.clipping_strategy": "vmap"}),
+                 None)
+  bad = helpers.config("mnist_eps10", "smoke", **{"privacy.clipping_strategy": "gost"})
+  with pytest.raises(errors.ConfigError, match="clipping_strategy must be one of .*'gost'"):
+    dpgan.validate(bad, None)
