@@ -38,11 +38,14 @@ class Method(abc.ABC):
     self.spec = spec
     self.mesh = mesh
 
-  def setup(self, workdir: str, dataset) -> None:
+  def setup(self, workdir: str, dataset) -> dict | None:
     """Called by the training loop once, before `init`, with the run folder and the
     loaded `Dataset`. Methods that draw their own batches (e.g. from disjoint
     shards) or have a separate stage (e.g. pretraining saved in the workdir) use it;
-    the default does nothing. Not called by the eval job."""
+    the default does nothing. Not called by the eval job.
+
+    Returns None to go on with training, or a summary dict to end the run there
+    (a stage-only run, e.g. pretraining alone: no accounted step is taken)."""
 
   @abc.abstractmethod
   def init(self, rng: jax.Array) -> PyTree:

@@ -185,7 +185,11 @@ def train(config, workdir: str) -> dict:
 
   mesh = parallel.make_mesh()
   method = method_mod.build(config, spec, mesh)
-  method.setup(workdir, dataset)
+  stage_summary = method.setup(workdir, dataset)
+  if stage_summary is not None:  # the method ran a separate stage only (e.g. pretraining)
+    checkpointer.close()
+    get_logger().info("Done: %s", stage_summary)
+    return stage_summary
   get_logger().info("Initialising %s on %s (%d train examples from %s) over %d device(s).",
                     config.method, spec.name, num_train, dataset.source, mesh.size)
   state = method.init(rng.make_key(seed, config.train.prng_impl))
@@ -214,9 +218,11 @@ def train(config, workdir: str) -> dict:
     ledger.info["sampling"] = sampler.describe()
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+  caveat = ledger.info.get("epsilon_caveat")  # e.g. "approximate, not formally DP"
+  caveat_text = f" [{caveat}]" if caveat else ""
   get_logger().info("Privacy plan: %s", "non-private run" if not ledger.private else
                f"epsilon {planned_eps:.4f} at delta {ledger.delta:g} after {total_steps} steps "
-               f"({ledger.accountant})")
+               f"({ledger.accountant}){caveat_text}")
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
@@ -281,7 +287,7 @@ def train(config, workdir: str) -> dict:
           get_logger().info("step %d/%d (%.1f%%) | %.2f steps/s | ETA %s%s | %s", step, total_steps,
                        100.0 * step / total_steps, rate,
                        _format_eta((total_steps - step) / max(rate, 1e-9)),
-                       f" | eps {eps:.3f}" if eps is not None else "",
+                       f" | eps {eps:.3f}{caveat_text}" if eps is not None else "",
                        " ".join(f"{k}={v:.4g}" for k, v in sorted(host.items())
                                 if not k.startswith(("privacy/", "batch/"))))
           last_print = now
@@ -299,5 +305,7 @@ def train(config, workdir: str) -> dict:
   summary = dict(steps=ledger.steps, epsilon=None if math.isinf(eps) else eps,
                  delta=ledger.delta if ledger.private else None,
                  wall_time_s=time.time() - t_start, poisson_overflows=overflows)
+  if caveat and ledger.private:
+    summary["epsilon_caveat"] = caveat
   get_logger().info("Done: %s", summary)
   return summary

@@ -1,0 +1,105 @@
+"""GS-WGAN configurations (docs/methods/gswgan.md §4) and their presets.
+
+Light on purpose (no JAX import): config files import it at flag-parsing time.
+"""
+
+import ml_collections
+
+from dpgen_jax.config_base import base_config, select_preset
+
+DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
+
+
+def paper_config(dataset: str) -> ml_collections.ConfigDict:
+  """Upstream's single configuration (source/config.py) for `dataset`."""
+  c = base_config()
+  c.method = "gswgan"
+  c.data.name = DATASETS[dataset]
+
+  g = c.gswgan = ml_collections.ConfigDict()
+  # 'pretrain': warm start only (resumable, saved in pretrained_dir); 'main': main
+  # training from pretrained discriminators; 'both': pretraining, then main training.
+  g.stage = "both"
+  g.pretrained_dir = ""  # '' = WORKDIR/pretrained
+  g.num_discriminators = 1000
+  g.partition_seed = 1  # upstream's random_seed: one shuffle, shard i = rows 60i..60i+59
+  g.pretrain_iterations = 2001  # upstream's loop: range(pretrain_iterations + 1), 2000
+  g.pretrain_chunk = 50  # discriminators trained at once (vmap); upstream: jobs of 50
+  g.pretrain_log_every = 500
+  g.gen_arch = "ResNet"  # 'ResNet' or 'DCGAN'
+  g.model_dim = 64  # generator width (C = 4 * model_dim for ResNet)
+  g.d_model_dim = 64  # upstream always 64 (the flag affects G only)
+  g.z_dim = 10
+  g.latent_type = "bernoulli"  # 'bernoulli' ({0,1}^z_dim, p = 0.5) or 'normal'
+  g.critic_iters = 5
+  g.gp_weight = 10.0  # L_gp
+  g.drift_weight = 0.001  # L_epsilon
+  g.g_lr = 1e-4
+  g.d_lr = 1e-4
+  g.beta1 = 0.5
+  g.beta2 = 0.9
+  g.ema_max_decay = 0.999
+  # 'upstream': B sanitised examples per step, each accounted as its own subsampled
+  # Gaussian; 'conservative': one subsampled Gaussian per step (gswgan.md §3.3).
+  g.accounting = "upstream"
+
+  c.privacy.enabled = True
+  c.privacy.noise_multiplier = 1.07
+  c.privacy.clip_norm = 1.0  # CLIP_BOUND
+  c.privacy.delta = 1e-5
+  c.privacy.target_epsilon = 10.0
+  c.privacy.accountant = "rdp"
+  c.privacy.rdp_orders = "int500"  # autodp's integer orders, as upstream
+  c.privacy.neighboring = "replace_one"  # discriminator selection without replacement
+
+  c.train.num_steps = 20_000  # generator iterations (accounted: x batch_size compositions)
+  c.train.batch_size = 32
+  c.train.seed = 1
+  c.train.log_every = 100  # print_step
+  c.train.sample_every = 1000  # vis_step
+  c.train.checkpoint_every = 5000  # save_step
+  c.train.keep_checkpoints = 5
+
+  c.eval.num_samples = 60_000
+  c.eval.labels = "balanced"  # 0..9 repeated, as upstream's save_gen_data
+  c.eval.metrics = ("fid_lenet", "acc_cnn", "acc_logreg", "acc_mlp", "is_lenet")
+  return c
+
+
+def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds of training for tests: four tiny discriminators, a tiny generator."""
+  g = c.gswgan
+  g.num_discriminators = 4
+  g.pretrain_iterations = 2
+  g.pretrain_chunk = 2
+  g.pretrain_log_every = 1
+  g.model_dim = 2
+  g.d_model_dim = 4
+  g.critic_iters = 2
+  c.privacy.noise_multiplier = 8.0  # epsilon 3.3 with K = 4 after 4 steps
+  c.privacy.rdp_orders = "opacus"  # integer orders to 500 cost ~15 s per mechanism
+  c.train.num_steps = 4
+  c.train.log_every = 2
+  c.train.checkpoint_every = 2
+  c.train.sample_every = 4
+  c.eval.num_samples = 240
+  c.eval.metrics = ("fid_lenet",)
+  c.eval.seeds = (0,)
+  c.eval.lenet_epochs = 1
+  c.eval.batch_size = 120
+  c.eval.idle_timeout_secs = 60.0
+  c.eval.poll_secs = 1.0
+  return c
+
+
+def get(dataset: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
+  """`dataset` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
+  preset = select_preset(preset, ("paper", "cpu", "smoke"), f"configs/gswgan_{dataset}_eps10.py")
+  c = paper_config(dataset)
+  if preset == "smoke":
+    return smoke_config(c)
+  if preset == "cpu":
+    for dotted, value in cpu.items():
+      section, key = dotted.split(".")
+      c[section][key] = value
+  return c
