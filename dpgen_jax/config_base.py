@@ -63,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.idle_timeout_secs = 3600.0  # stop after this long without a new checkpoint
   c.eval.poll_secs = 30.0
   c.eval.export_npz = False  # WORKDIR/eval/gen_data_<step>.npz (data_x, data_y)
+  c.eval.export_csv = False  # tabular data: WORKDIR/eval/gen_table_<step>.csv and .npz
   c.eval.export_grid = True  # WORKDIR/eval/samples_<step>.png
   c.eval.cache_dir = ""  # feature extractors and real statistics; default ~/.cache/dpgen_jax
   c.eval.inception_weights = ""  # .npz for fid_inception (experiments/convert_pytorch_fid_weights.py)

@@ -14,6 +14,8 @@ Every metric's name says what produced it (DESIGN.md):
   is_lenet         Inception Score with the cached LeNet as domain classifier
   auroc_lr, auroc_mlp
                    DP-CGAN's scikit-learn classifiers, micro-AUROC on real test data
+  auroc_thyroid    DP-CGAN's Thyroid protocol (grid-searched MLP, micro-AUROC of hard
+                   predictions; evaluation/tabular.py), with _proba, _acc, _cv
 
 Real-side statistics use the test split (as dpgan-revisit) and are cached per dataset,
 split, extractor and extractor weights; a cache file records which extractor made it
@@ -38,8 +40,9 @@ from dpgen_jax.log import get_logger
 Array = Any
 
 ALL_METRICS = ("fid_lenet", "fid_inception", "acc_cnn", "acc_logreg", "acc_mlp",
-               "acc_cnn_sinkhorn", "is_lenet", "auroc_lr", "auroc_mlp")
-TABULAR_METRICS = ("auroc_lr", "auroc_mlp")  # scikit-learn classifiers work on rows too
+               "acc_cnn_sinkhorn", "is_lenet", "auroc_lr", "auroc_mlp", "auroc_thyroid")
+# scikit-learn classifiers work on rows too
+TABULAR_METRICS = ("auroc_lr", "auroc_mlp", "auroc_thyroid")
 
 
 def cache_dir(eval_config) -> str:
@@ -56,6 +59,12 @@ def validate_metrics(names, kind: str, eval_config) -> None:
     if kind == "tabular":
       errors.require(name in TABULAR_METRICS,
                      f"Metric {name!r} needs images; tabular data offers {TABULAR_METRICS}.")
+  if "auroc_thyroid" in names:
+    from dpgen_jax.evaluation import tabular
+    grid = eval_config.get("thyroid_grid", "upstream")
+    errors.require(grid in tabular.THYROID_GRIDS,
+                   f"eval.thyroid_grid must be one of {sorted(tabular.THYROID_GRIDS)}, got "
+                   f"{grid!r}.")
   if "fid_inception" in names:
     path = eval_config.get("inception_weights") or ""
     errors.require(bool(path) and os.path.isfile(path),
@@ -211,10 +220,16 @@ def compute(name: str, ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -
         kind, gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s, **kwargs), "accuracy")
   if name in ("auroc_lr", "auroc_mlp"):
     runs = [classifier_metrics.dpcgan_auroc(gen_x, gen_y, d.test_x, d.test_y, d.num_classes,
-                                            seed=s) for s in ctx.seeds]
+                                            seed=s, classifiers=(name[len("auroc_"):],))
+            for s in ctx.seeds]
     values = np.array([r[name] for r in runs])
     out = {name: float(values.mean())}
     if len(values) > 1:
       out[name + "_std"] = float(values.std())
     return out
+  if name == "auroc_thyroid":
+    from dpgen_jax.evaluation import tabular
+    return tabular.average_runs([tabular.thyroid_mlp_protocol(
+        gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
+        grid=c.get("thyroid_grid", "upstream")) for s in ctx.seeds])
   raise errors.ConfigError(f"Metric {name!r} is not available for {d.name}.")
