@@ -6,9 +6,7 @@ import sys
 from dpgen_jax import errors
 
 MODES = ("train", "eval", "privacy", "audit")
-_NOT_YET = {
-    "audit": "--mode=audit (the membership-inference audit of CSL-GAN) is not implemented yet.",
-}
+_NOT_YET: dict[str, str] = {}
 EXIT_USER_ERROR = 2
 
 
@@ -39,6 +37,18 @@ def _train(config, workdir) -> int:
   return 0
 
 
+def _audit(config, workdir) -> int:
+  from dpgen_jax.evaluation import membership
+  if not workdir:
+    raise errors.ConfigError("--workdir is required for --mode=audit.")
+  if "audit" not in config:
+    raise errors.ConfigError(f"method {config.method!r} has no audit settings (config.audit); "
+                             f"--mode=audit supports cslgan.")
+  result = membership.audit_workdir(config, workdir)
+  print(json.dumps(result, indent=2, sort_keys=True))
+  return 0
+
+
 def _eval(config, workdir) -> int:
   from dpgen_jax.evaluation import job
   if not workdir:
@@ -61,6 +71,8 @@ def run(mode: str, config, workdir: str | None) -> int:
       return _train(config, workdir)
     if mode == "eval":
       return _eval(config, workdir)
+    if mode == "audit":
+      return _audit(config, workdir)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USER_ERROR

@@ -109,6 +109,6 @@ def test_train_needs_a_workdir(capsys):
                           capsys.readouterr().err, "--workdir is required")
 
 
-def test_modes_not_built_yet_say_so(capsys):
+def test_audit_of_a_method_without_a_discriminator_audit_says_so(capsys):
   _assert_one_clear_error(cli.run("audit", helpers.config("mnist_eps10", "smoke"), "/tmp/x"),
-                          capsys.readouterr().err, "not implemented yet")
+                          capsys.readouterr().err, "--mode=audit supports cslgan")

@@ -35,6 +35,20 @@ class DatasetInfo:
   tfds_kwargs: dict = dataclasses.field(default_factory=dict)
   class_names: tuple[str, ...] = ()
   builtin: Callable[[], loaders.Arrays] | None = None
+  # Other train/test splits, chosen with config.data.split (unset: the standard ones).
+  split_variants: dict[str, "SplitVariant"] = dataclasses.field(default_factory=dict)
+  npz_name: str = ""  # the <npz_name>.npz file to look for ("" = name)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitVariant:
+  """A non-standard choice of splits (e.g. DP-Sinkhorn's CelebA: 'train' only)."""
+  num_train: int
+  num_test: int
+  tfds_train_split: str
+  tfds_test_split: str
+  npz_name: str
+  files_hint: str
 
 
 _DIGIT_NAMES = tuple(str(i) for i in range(10))
@@ -67,6 +81,12 @@ REGISTRY: dict[str, DatasetInfo] = {
         # dpgan-revisit: train = train + valid (182,637), test = test; label = 'Male'.
         tfds_kwargs=dict(train_split="train+validation", test_split="test", image_size=32,
                          label_attribute="Male"),
+        # DP-Sinkhorn (data.split = 'train'): train = 'train' (162,770), test = 'validation'.
+        split_variants={"train": SplitVariant(
+            num_train=162770, num_test=19867, tfds_train_split="train",
+            tfds_test_split="validation", npz_name="celeb_a_train",
+            files_hint="celeb_a_train.npz (x_train, y_train from the 'train' split, x_test, "
+                       "y_test from 'validation'; 32x32 RGB)")},
         class_names=("F", "M")),
     "digits": DatasetInfo(
         name="digits", kind="image", num_classes=10, example_shape=(8, 8, 1),
@@ -81,12 +101,25 @@ REGISTRY: dict[str, DatasetInfo] = {
 }
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, split: str | None = None) -> DatasetInfo:
+  """The registry entry, with the split variant `split` (config.data.split) applied."""
   if name not in REGISTRY:
     raise errors.ConfigError(
         f"Unknown dataset {name!r} (config.data.name). Known datasets: "
         f"{', '.join(sorted(REGISTRY))}.")
-  return REGISTRY[name]
+  info = REGISTRY[name]
+  if not split:
+    return info
+  if split not in info.split_variants:
+    raise errors.ConfigError(
+        f"Dataset {name!r} has no split variant {split!r} (config.data.split); "
+        f"known: {sorted(info.split_variants) or 'none'} (or leave it unset).")
+  v = info.split_variants[split]
+  return dataclasses.replace(
+      info, num_train=v.num_train, num_test=v.num_test, npz_name=v.npz_name,
+      files_hint=v.files_hint,
+      tfds_kwargs=dict(info.tfds_kwargs, train_split=v.tfds_train_split,
+                       test_split=v.tfds_test_split))
 
 
 def _folder_candidates(info: DatasetInfo, data_config) -> list[tuple[str, str]]:
@@ -121,7 +154,8 @@ def load_dataset(data_config) -> Dataset:
     errors.DataNotFoundError: no source has it; the message lists every place looked
       at and how to supply the data.
   """
-  info = dataset_info(data_config.name)
+  info = dataset_info(data_config.name, data_config.get("split"))
+  npz_name = info.npz_name or info.name
   looked: list[str] = []
   arrays, source = None, None
 
@@ -137,7 +171,7 @@ def load_dataset(data_config) -> Dataset:
         looked.append(f"{label}: {folder} (no such folder)")
         continue
       try:
-        found = loaders.read_npz(folder, info.name)
+        found = loaders.read_npz(folder, npz_name)
         if found is None and info.read_folder is not None:
           found = info.read_folder(folder)
       except (ValueError, OSError, EOFError) as e:
@@ -146,7 +180,7 @@ def load_dataset(data_config) -> Dataset:
       if found is not None:
         arrays, source = found, folder
         break
-      looked.append(f"{label}: {folder} (no {info.files_hint} or {info.name}.npz)")
+      looked.append(f"{label}: {folder} (no {info.files_hint} or {npz_name}.npz)")
 
     if arrays is None and info.tfds_name:
       from dpgen_jax.data import tfds_source
@@ -164,13 +198,19 @@ def load_dataset(data_config) -> Dataset:
     raise errors.DataNotFoundError(
         f"Dataset {info.name!r} was not found. Looked in:\n"
         + "".join(f"  - {line}\n" for line in looked)
-        + f"To supply it, put {info.files_hint} (or {info.name}.npz) in a folder DIR and run "
+        + f"To supply it, put {info.files_hint} (or {npz_name}.npz) in a folder DIR and run "
         f"with --config.data.data_dir=DIR, or set DPGEN_DATA_DIR=PARENT with the files in "
         f"PARENT/{info.name}/"
         + (", or run once with internet access so tensorflow-datasets can download it."
            if info.tfds_name else "."))
 
   train_x, train_y, test_x, test_y = arrays
+  subset = data_config.get("num_train_subset") or None
+  if subset:  # train on the first n examples only (they are the private set / the members)
+    if subset > len(train_x):
+      raise errors.ConfigError(f"data.num_train_subset = {subset} exceeds the {len(train_x)} "
+                               f"training examples of {info.name!r}.")
+    train_x, train_y = train_x[:subset], train_y[:subset]
   size = data_config.get("image_size") or None
   if size and info.kind == "image":
     train_x, test_x = _resize_images(train_x, size), _resize_images(test_x, size)
@@ -188,11 +228,14 @@ def static_spec(data_config) -> DataSpec:
   Used by --mode=privacy, which must not need the data; a training run uses the
   loaded data's actual size (and says so if it differs).
   """
-  info = dataset_info(data_config.name)
+  info = dataset_info(data_config.name, data_config.get("split"))
   shape = info.example_shape
   size = data_config.get("image_size") or None
   if size and info.kind == "image":
     shape = (size, size, shape[-1])
+  num_train = info.num_train
+  if data_config.get("num_train_subset"):
+    num_train = min(num_train, int(data_config.get("num_train_subset")))
   return DataSpec(name=info.name, kind=info.kind, example_shape=shape,
-                  num_classes=info.num_classes, num_train=info.num_train,
+                  num_classes=info.num_classes, num_train=num_train,
                   num_test=info.num_test)

@@ -12,7 +12,8 @@ after eval.idle_timeout_secs without a new checkpoint. For each checkpoint it
      and delta of the checkpoint's ledger and every metric, and writes the metrics to
      TensorBoard (WORKDIR/eval, tag eval/<metric>);
   4. optionally exports WORKDIR/eval/gen_data_<step>.npz (data_x, data_y: the format
-     GS-WGAN's evaluation scripts read) and a PNG grid.
+     GS-WGAN's evaluation scripts read), a PNG grid, and for tabular data
+     WORKDIR/eval/gen_table_<step>.csv and .npz (eval.export_csv; data/tabular.py).
 
 A checkpoint that cannot be restored is reported and skipped, never fatal.
 """
@@ -137,8 +138,9 @@ class Evaluator:
       return None
     t0 = time.time()
     ledger = meta.get("ledger", {})
-    log.info("Evaluating checkpoint %d (epsilon %s): generating %d samples.", step,
-             ledger.get("epsilon"), e.num_samples)
+    caveat = ledger.get("epsilon_caveat")  # e.g. CSL-GAN's 'is': "approximate, not formally DP"
+    log.info("Evaluating checkpoint %d (epsilon %s%s): generating %d samples.", step,
+             ledger.get("epsilon"), f" [{caveat}]" if caveat else "", e.num_samples)
     gen_x, gen_y = generate(self.method, state, int(e.num_samples), self.dataset.num_classes,
                             seed=int(self.config.train.seed), batch_size=int(e.batch_size),
                             labels=e.labels, quantize=bool(e.quantize) and
@@ -149,6 +151,8 @@ class Evaluator:
     record = {"step": int(step), "epsilon": ledger.get("epsilon"),
               "delta": ledger.get("delta"), "private": ledger.get("private"),
               "num_samples": int(e.num_samples), "labels": e.labels}
+    if caveat:
+      record["epsilon_caveat"] = caveat
     for name in e.metrics:
       t = time.time()
       values = metrics_lib.compute(name, self.ctx, gen_x, gen_y)
@@ -160,6 +164,11 @@ class Evaluator:
       path = os.path.join(self.workdir, "eval", f"gen_data_{step}.npz")
       np.savez_compressed(path, data_x=gen_x, data_y=gen_y)
       record["gen_data"] = path
+    if e.get("export_csv", False) and self.dataset.kind == "tabular":
+      from dpgen_jax.data import tabular
+      schema = tabular.schema_for(self.dataset.name, int(np.prod(gen_x.shape[1:])))
+      record["gen_table"] = tabular.write_table(
+          os.path.join(self.workdir, "eval", f"gen_table_{step}"), gen_x, gen_y, schema)["csv"]
     if e.export_grid and self.dataset.kind == "image":
       per = 10
       order = np.concatenate([np.flatnonzero(gen_y == k)[:per]

@@ -7,6 +7,10 @@ from dpgen_jax import errors
 
 METHODS = {
     "dpgan": "dpgen_jax.methods.dpgan",
+    "dpcgan": "dpgen_jax.methods.dpcgan",
+    "dp_sinkhorn": "dpgen_jax.methods.dp_sinkhorn",
+    "gswgan": "dpgen_jax.methods.gswgan",
+    "cslgan": "dpgen_jax.methods.cslgan",
 }
 
 

@@ -38,7 +38,7 @@ class PrivacyLedger:
 
   @property
   def steps(self) -> int:
-    return sum(int(s["count"]) for s in self.segments)
+    return sum(int(s["count"]) for s in self.segments if not s.get("one_time"))
 
   def _accountant_kwargs(self) -> dict:
     return dict(accountant=self.accountant, orders=self.orders, neighboring=self.neighboring)
@@ -86,9 +86,16 @@ class PrivacyLedger:
                                       self.budget_epsilon, self.delta,
                                       **self._accountant_kwargs())
 
-  def charge(self, step_event: dp_accounting.DpEvent, count: int = 1) -> None:
-    """Records `count` more steps of the event; refuses steps beyond the budget."""
+  def charge(self, step_event: dp_accounting.DpEvent, count: int = 1, *,
+             one_time: bool = False) -> None:
+    """Records `count` more steps of the event; refuses steps beyond the budget.
+
+    `one_time`: a release outside the training steps (e.g. noised mean samples), kept
+    in its own segment and not counted in `steps`."""
     step_event_json = accounting.event_to_json(step_event)
+    if one_time:
+      self.segments.append({"event": step_event_json, "count": count, "one_time": True})
+      return
     if self.verified_steps_left is not None:
       if count > self.verified_steps_left:
         spent = self.epsilon((step_event, count))
@@ -98,7 +105,8 @@ class PrivacyLedger:
               f"the budget {self.budget_epsilon:g} (delta = {self.delta:g}).")
         self.verified_steps_left = count
       self.verified_steps_left -= count
-    if self.segments and self.segments[-1]["event"] == step_event_json:
+    if (self.segments and self.segments[-1]["event"] == step_event_json
+        and not self.segments[-1].get("one_time")):
       self.segments[-1]["count"] += count
     else:
       self.segments.append({"event": step_event_json, "count": count})

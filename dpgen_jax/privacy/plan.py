@@ -53,6 +53,21 @@ def validate_privacy_config(config, num_examples: int) -> None:
                  "other is calibrated from privacy.target_epsilon.")
 
 
+def fixed_events(config, num_examples: int, method: ModuleType) -> list:
+  """One-time (event, count) pairs a method spends besides its steps (e.g. CSL-GAN's
+  noised mean samples): `method.fixed_events(config, num_examples)` if it has one."""
+  if not config.privacy.enabled or not hasattr(method, "fixed_events"):
+    return []
+  return list(method.fixed_events(config, num_examples))
+
+
+def _with_fixed(fixed: list, event: dp_accounting.DpEvent) -> dp_accounting.DpEvent:
+  if not fixed:
+    return event
+  return dp_accounting.ComposedDpEvent(
+      [dp_accounting.SelfComposedDpEvent(e, int(n)) for e, n in fixed] + [event])
+
+
 def _accountant_kwargs(config) -> dict:
   p = config.privacy
   return dict(accountant=p.accountant, orders=p.rdp_orders, neighboring=p.neighboring)
@@ -77,20 +92,22 @@ def resolve(config, num_examples: int, method: ModuleType) -> tuple[ml_collectio
   if not p.enabled:
     return config, notes
   kwargs = _accountant_kwargs(config)
+  fixed = fixed_events(config, num_examples, method)
   if p.noise_multiplier is None:
     steps = config.train.num_steps
 
     def make(sigma):
       one = method.dp_event(_with(config, **{"privacy.noise_multiplier": float(sigma)}),
                             num_examples)
-      return dp_accounting.SelfComposedDpEvent(one, steps)
+      return _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(one, steps))
 
     sigma = accounting.calibrate_noise_multiplier(make, p.target_epsilon, p.delta, **kwargs)
     config = _with(config, **{"privacy.noise_multiplier": sigma})
     notes["noise_multiplier_calibrated_for"] = p.target_epsilon
   elif config.train.num_steps is None:
     one = method.dp_event(config, num_examples)
-    steps = accounting.calibrate_steps(lambda n: dp_accounting.SelfComposedDpEvent(one, n),
+    steps = accounting.calibrate_steps(
+        lambda n: _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(one, n)),
                                        p.target_epsilon, p.delta, **kwargs)
     errors.require(steps > 0, f"Not even one step fits privacy.target_epsilon = "
                               f"{p.target_epsilon:g} with noise_multiplier {p.noise_multiplier}.")
@@ -109,9 +126,12 @@ def new_ledger(config, num_examples: int, method: ModuleType, notes: dict) -> Pr
   p = config.privacy
   info = dict(method.privacy_fields(config, num_examples))
   info.update(notes)
-  return PrivacyLedger(private=bool(p.enabled), delta=float(p.delta), accountant=p.accountant,
-                       orders=p.rdp_orders, neighboring=p.neighboring,
-                       budget_epsilon=p.target_epsilon if p.enabled else None, info=info)
+  ledger = PrivacyLedger(private=bool(p.enabled), delta=float(p.delta), accountant=p.accountant,
+                         orders=p.rdp_orders, neighboring=p.neighboring,
+                         budget_epsilon=p.target_epsilon if p.enabled else None, info=info)
+  for event, count in fixed_events(config, num_examples, method):
+    ledger.charge(event, int(count), one_time=True)
+  return ledger
 
 
 def privacy_report(config, num_examples: int, method: ModuleType, *,
@@ -130,7 +150,8 @@ def privacy_report(config, num_examples: int, method: ModuleType, *,
   if not p.enabled:
     report.update(epsilon=None, delta=None, steps=steps, accountant=None, private=False)
     return report
-  total = dp_accounting.SelfComposedDpEvent(event, steps)
+  fixed = fixed_events(config, num_examples, method)
+  total = _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(event, steps))
   kwargs = _accountant_kwargs(config)
   eps = accounting.epsilon(total, p.delta, **kwargs)
   report.update(epsilon=eps, delta=p.delta, steps=steps, accountant=p.accountant,
@@ -140,8 +161,11 @@ def privacy_report(config, num_examples: int, method: ModuleType, *,
   if not compare_accountants:
     pass
   elif p.accountant == "rdp":
-    report["epsilon_pld"] = accounting.epsilon(total, p.delta, accountant="pld",
-                                               neighboring=p.neighboring)
+    try:
+      report["epsilon_pld"] = accounting.epsilon(total, p.delta, accountant="pld",
+                                                 neighboring=p.neighboring)
+    except dp_accounting.UnsupportedEventError:  # e.g. sampling without replacement
+      report["epsilon_pld"] = None
   else:
     report["epsilon_rdp"] = accounting.epsilon(total, p.delta, accountant="rdp",
                                                orders=p.rdp_orders, neighboring=p.neighboring)

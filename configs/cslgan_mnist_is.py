@@ -1,0 +1,31 @@
+"""CSL-GAN on MNIST, is mode: immediate sensitivity (cslgan.md §3.4).
+
+NOT formally DP: the noise scale is computed from the private batch. The epsilon this
+configuration prints is the nominal DP-SGD value and is marked "approximate, not
+formally DP" everywhere (ledger, --mode=privacy, logs). An experimental baseline only.
+
+Presets: paper (MNIST defaults, sigma 5, global IS, 100 epochs), cpu (first 1,000
+images, 3,000 steps, sigma calibrated to a nominal epsilon of 10), smoke (tests). Per-parameter IS: --config.privacy.imm_sens_per_param=True.
+"""
+
+from dpgen_jax.methods import cslgan_config
+
+CPU = {
+    "data.num_train_subset": 1_000,
+    "train.batch_size": 100,
+    "train.num_steps": 3_000,
+    "privacy.noise_multiplier": None,
+    "privacy.target_epsilon": 10.0,
+    "train.checkpoint_every": 1_000,
+    "train.sample_every": 1_000,
+    "train.log_every": 250,
+    # Upstream's beta1 = 0.9 mode-collapses G here (one image for every z and label);
+    # 0.5 gives diverse digits (README, CSL-GAN section).
+    "cslgan.beta1": 0.5,
+}
+
+
+def get_config(preset: str | None = None):
+  c = cslgan_config.mnist_config()
+  c.privacy.mode = "is"
+  return cslgan_config.with_preset(c, preset, "cslgan_mnist_is", CPU)

@@ -1,0 +1,284 @@
+"""CSL-GAN's losses and privacy mechanisms (docs/methods/cslgan.md §1.3, §2.4, §3).
+
+Only D touches private data. Guarantees:
+
+  gc (gradient clipping; DP).  Per step, with B = train.batch_size (the expected
+    Poisson batch size, a constant) and C_tot = C (flat) or ||(C_1..C_P)||_2 (per
+    layer):  grad = (S + N(0, sigma^2 C_tot^2 I)) / B  [+ penalty gradient], where
+      split    S = sum_j m_j clip(g_real,j) + sum_f clip(g_fake,f): the B fakes are
+               a fixed number of rows independent of the data (labels from the prior);
+      combined S = sum_j m_j clip(g_real,j + g_fake,j): fake j is paired with real
+               row j and dropped with it.
+    Adding/removing one real example changes S by at most C_tot in both forms, so each
+    step is the Poisson-subsampled Gaussian mechanism with noise multiplier sigma.
+    The gradient penalty is computed on public data or on already-noised mean samples
+    (never on the private batch) and added unclipped: post-processing.
+    Adaptive thresholds come from public data / mean samples and D: no extra cost.
+  is (immediate sensitivity; NOT formally DP).  The noise scale is computed from the
+    private batch and is itself not privatised; its "epsilon" is approximate only.
+  mean samples.  Per class, each example is kept with probability size/n_c; the kept
+    images, centred at 0.5, are summed, divided by `size`, shifted back by 0.5 and get
+    N(0, std^2) per pixel: a Poisson-subsampled Gaussian with L2 sensitivity
+    sqrt(d)/(2 size) (d = the true number of pixel values), accounted with
+    q = size / (smallest class size) over num_mean_samples x K releases.
+"""
+
+import dataclasses
+import math
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dpgen_jax.privacy import clipping, noise
+
+PyTree = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  arch: str  # 'none', 'CGAN', 'ACGAN', 'WCGAN'
+  loss: str  # 'bce' or 'wgan'
+  num_classes: int
+  aux_type: str = "cross_entropy"  # or 'wasserstein'
+  aux_scalar: float = 1.0
+  fake_aux: bool = True
+  aux_count: float = 1.0  # expected samples per class in a batch (wasserstein aux)
+  penalty: str = "none"  # 'none', 'wgan-gp', 'wgan-gp-1' (one-sided)
+  penalty_weight: float = 10.0
+  aux_penalty: bool = False
+
+
+def critic_value(spec: LossSpec, critic, aux, y):
+  """D's adversarial output: the critic, or (WCGAN) the true class's output."""
+  if spec.arch == "WCGAN":
+    return jnp.sum(aux * jax.nn.one_hot(y, spec.num_classes), axis=-1)
+  return critic
+
+
+def adversarial_loss(spec: LossSpec, c, real: bool | jax.Array):
+  """Per-example D loss: BCE (real -> 1, fake -> 0) or WGAN (-D(real), +D(fake))."""
+  if spec.loss == "bce":
+    return jnp.where(real, jax.nn.softplus(-c), jax.nn.softplus(c))
+  return jnp.where(real, -c, c)
+
+
+def generator_adversarial_loss(spec: LossSpec, c):
+  return jax.nn.softplus(-c) if spec.loss == "bce" else -c
+
+
+def aux_loss(spec: LossSpec, aux, y):
+  """Per-example ACGAN auxiliary loss (0 for other archs).
+
+  'wasserstein' divides each sample's term by the *expected* number of batch samples
+  sharing its label (B / K), not the realised one: a realised count would couple the
+  examples' losses and void the per-example sensitivity bound (documented deviation).
+  """
+  if spec.arch != "ACGAN":
+    return jnp.zeros(y.shape, jnp.float32)
+  onehot = jax.nn.one_hot(y, spec.num_classes)
+  if spec.aux_type == "cross_entropy":
+    term = optax.softmax_cross_entropy(aux, onehot)
+  else:
+    term = jnp.sum((1.0 - 2.0 * onehot) * jax.nn.sigmoid(aux), axis=-1) / spec.aux_count
+  return spec.aux_scalar * term
+
+
+def d_row_losses(spec: LossSpec, d_apply, params, x, y, real):
+  """Per-row D loss (adversarial + auxiliary); `real` is a bool per row."""
+  critic, aux = d_apply(params, x, y)
+  c = critic_value(spec, critic, aux, y)
+  loss = adversarial_loss(spec, c, real)
+  if spec.arch == "ACGAN":
+    weight = jnp.where(real, 1.0, 1.0 if spec.fake_aux else 0.0)
+    loss = loss + weight * aux_loss(spec, aux, y)
+  return loss
+
+
+def gradient_penalty(spec: LossSpec, d_apply, params, x_real, y_real, x_fake, key, mask=None):
+  """weight * mean_j (||grad_x D(x_hat_j, y_j)|| - 1)^2, x_hat = a x_real + (1 - a) x_fake.
+
+  One-sided ('wgan-gp-1'): max(0, ||.|| - 1)^2. With aux_penalty, repeated (and added)
+  for every aux output (ACGAN). `x_real` must be public data or mean samples under DP.
+  """
+  if spec.penalty == "none":
+    return jnp.zeros(())
+  alpha = jax.random.uniform(key, (x_real.shape[0],) + (1,) * (x_real.ndim - 1))
+  x_hat = alpha * x_real + (1.0 - alpha) * x_fake
+
+  def outputs(xh):
+    critic, aux = d_apply(params, xh, y_real)
+    outs = [critic_value(spec, critic, aux, y_real)]
+    if spec.aux_penalty and spec.arch == "ACGAN":
+      outs += [aux[:, k] for k in range(spec.num_classes)]
+    return outs
+
+  total = jnp.zeros(())
+  for k in range(len(jax.eval_shape(outputs, x_hat))):
+    g = jax.grad(lambda xh: jnp.sum(outputs(xh)[k]))(x_hat)
+    norms = jnp.sqrt(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=-1) + 1e-12)
+    gap = norms - 1.0
+    if spec.penalty == "wgan-gp-1":
+      gap = jnp.maximum(gap, 0.0)
+    sq = jnp.square(gap)
+    mean = (jnp.mean(sq) if mask is None
+            else jnp.sum(jnp.where(mask, sq, 0.0)) / jnp.maximum(jnp.sum(mask), 1))
+    total = total + spec.penalty_weight * mean
+  return total
+
+
+# ----------------------------------------------------------------------------- gc mode
+
+def gc_clipped_sum(spec: LossSpec, d_apply, params, real, fake, clip: clipping.ClippingSpec,
+                   *, split: bool, strategy: str = "vmap"):
+  """S of the module docstring and the per-row unclipped norms.
+
+  real: {'x', 'y', 'mask'} (padded Poisson batch); fake: {'x', 'y'} (split: any number
+  of rows, all kept; combined: as many rows as `real`, paired and masked with it).
+  """
+  if split:
+    nf = fake["x"].shape[0]
+    batch = {"x": jnp.concatenate([fake["x"], real["x"]]),
+             "y": jnp.concatenate([fake["y"], real["y"]]),
+             "t": jnp.concatenate([jnp.zeros((nf,), bool), jnp.ones_like(real["mask"])])}
+    mask = jnp.concatenate([jnp.ones((nf,), bool), real["mask"]])
+
+    def loss(p, ex):
+      return d_row_losses(spec, d_apply, p, ex["x"][None], ex["y"][None], ex["t"][None])[0]
+  else:
+    batch = {"xr": real["x"], "yr": real["y"], "xf": fake["x"], "yf": fake["y"]}
+    mask = real["mask"]
+
+    def loss(p, ex):
+      lr = d_row_losses(spec, d_apply, p, ex["xr"][None], ex["yr"][None], jnp.ones((1,), bool))
+      lf = d_row_losses(spec, d_apply, p, ex["xf"][None], ex["yf"][None], jnp.zeros((1,), bool))
+      return (lr + lf)[0]
+
+  total, norms, _ = clipping.clipped_grad_sum(loss, params, batch, mask, clip, strategy=strategy)
+  return total, norms, mask
+
+
+def gc_privatize(total, key, *, noise_multiplier: float, sensitivity, divisor: float):
+  """(S + N(0, (sigma * C_tot)^2)) / B: one draw for the whole step."""
+  return noise.privatize_sum(total, key, noise_multiplier=noise_multiplier,
+                             sensitivity=sensitivity, divisor=divisor)
+
+
+def adaptive_bounds(spec: LossSpec, d_apply, params, pub_x, pub_y, fake_x, fake_y, *,
+                    per_layer: bool, split: bool, scalar: float, stat: str):
+  """Thresholds from public data / mean samples (§3.3): per leaf, the mean (or max) of
+  the per-sample gradient norms of the real loss (+ paired fake loss if not split);
+  per-layer C_i = scalar * stat_i, flat C = scalar * ||stat||. Returns (bounds tree or
+  None, flat C, C_tot)."""
+  def loss(p, x, y, xf, yf):
+    lr = d_row_losses(spec, d_apply, p, x[None], y[None], jnp.ones((1,), bool))[0]
+    if split:
+      return lr
+    return lr + d_row_losses(spec, d_apply, p, xf[None], yf[None], jnp.zeros((1,), bool))[0]
+
+  grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0, 0, 0))(params, pub_x, pub_y,
+                                                              fake_x, fake_y)
+  leaf_norms = jax.tree.map(
+      lambda g: jnp.sqrt(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=-1)), grads)
+  reduce = jnp.mean if stat == "mean" else jnp.max
+  stats = jax.tree.map(reduce, leaf_norms)
+  total = jnp.sqrt(sum(jnp.square(s) for s in jax.tree.leaves(stats)))
+  if per_layer:
+    bounds = jax.tree.map(lambda s: scalar * s, stats)
+    return bounds, None, scalar * total
+  return None, scalar * total, scalar * total
+
+
+# ----------------------------------------------------------------------------- is mode
+
+def _safe_norm(x):
+  sq = jnp.sum(jnp.square(x))
+  pos = sq > 0
+  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def immediate_sensitivity(batch_loss, params, x, *, scaling: PyTree | None = None,
+                          per_param: bool = False):
+  """Immediate sensitivity of grad_params batch_loss(params, x) with respect to x.
+
+  g = grad_theta L(theta; X). Global: S(X) = ||concat_i(g_i / s_i)||, H = dS/dX,
+  IS = max_j ||H_j|| (one value). Per parameter: S_i = ||g_i||, H_i = dS_i/dX,
+  IS_i = ||H_i|| over the whole batch tensor (Frobenius, as upstream).
+  Returns (g, IS as a scalar or a params-shaped tree of scalars).
+  """
+  grad_fn = jax.grad(batch_loss)
+  g = grad_fn(params, x)
+  if per_param:
+    def s_vec(xx):
+      return jax.tree.map(_safe_norm, grad_fn(params, xx))
+    jac = jax.jacrev(s_vec)(x)
+    return g, jax.tree.map(lambda h: jnp.sqrt(jnp.sum(jnp.square(h))), jac)
+
+  def s_global(xx):
+    gg = grad_fn(params, xx)
+    if scaling is not None:
+      gg = jax.tree.map(lambda a, s: a / s, gg, scaling)
+    return _safe_norm(jnp.concatenate([a.ravel() for a in jax.tree.leaves(gg)]))
+
+  h = jax.grad(s_global)(x)
+  per_sample = jnp.sqrt(jnp.sum(jnp.square(h.reshape(h.shape[0], -1)), axis=-1))
+  return g, jnp.max(per_sample)
+
+
+def is_noise(g, sens, key, *, noise_multiplier: float, scaling: PyTree | None, skip: PyTree):
+  """g + N(0, (sigma * sens_i * s_i)^2) per leaf; no noise where sens_i = 0 or skipped."""
+  if not isinstance(sens, dict):
+    sens = jax.tree.map(lambda _: sens, g)
+  if scaling is None:
+    scaling = jax.tree.map(lambda _: 1.0, g)
+  std = jax.tree.map(lambda s, sc, sk: jnp.where(sk | (s == 0), 0.0, noise_multiplier * s * sc),
+                     sens, scaling, skip)
+  leaves, treedef = jax.tree.flatten(g)
+  keys = jax.random.split(key, len(leaves))
+  stds = treedef.flatten_up_to(std)
+  return jax.tree.unflatten(treedef, [a + s * jax.random.normal(k, a.shape, a.dtype)
+                                      for a, s, k in zip(leaves, stds, keys)])
+
+
+# ------------------------------------------------------------------------ mean samples
+
+def mean_sample_noise_multiplier(noise_std: float, mean_size: int, image_shape) -> float:
+  """noise std / L2 sensitivity, sensitivity sqrt(d) / (2 size) (true image shape)."""
+  sens = math.sqrt(math.prod(image_shape)) / (2.0 * mean_size)
+  return float(noise_std) / sens
+
+
+def mean_sample_rate(mean_size: int, train_y: np.ndarray | None, num_examples: int,
+                     conditional: bool, num_classes: int, class_sizes=None) -> float:
+  """q = size / N, or size / (smallest class size) for conditional models."""
+  if not conditional:
+    return mean_size / num_examples
+  if class_sizes is None:
+    class_sizes = np.bincount(train_y, minlength=num_classes)
+  return mean_size / float(min(class_sizes))
+
+
+def mean_sample_event(noise_std, mean_size, image_shape, rate, num_mean_samples,
+                      num_releases_per_sample) -> dp_accounting.DpEvent:
+  one = dp_accounting.PoissonSampledDpEvent(
+      rate, dp_accounting.GaussianDpEvent(
+          mean_sample_noise_multiplier(noise_std, mean_size, image_shape)))
+  return dp_accounting.SelfComposedDpEvent(one, int(num_mean_samples * num_releases_per_sample))
+
+
+def make_mean_samples(train_x: np.ndarray, train_y: np.ndarray, *, num: int, size: int,
+                      noise_std: float, conditional: bool, num_classes: int,
+                      rng: np.random.Generator):
+  """`num` rounds of noised means (one per class if conditional); (images, labels)."""
+  groups = ([np.flatnonzero(train_y == k) for k in range(num_classes)] if conditional
+            else [np.arange(len(train_x))])
+  images, labels = [], []
+  for _ in range(num):
+    for k, idx in enumerate(groups):
+      keep = idx[rng.random(len(idx)) < min(1.0, size / len(idx))]
+      centred = np.sum(train_x[keep].astype(np.float64) - 0.5, axis=0) / size
+      images.append(0.5 + centred + rng.normal(0.0, noise_std, centred.shape))
+      labels.append(k)
+  return np.asarray(images, np.float32), np.asarray(labels, np.int32)
