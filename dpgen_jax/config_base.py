@@ -92,6 +92,20 @@ def select_preset(preset: str | None, presets: dict, config_name: str) -> str:
   return preset
 
 
+def apply_preset(preset: str | None, config_name: str, paper: ml_collections.ConfigDict,
+                 smoke, cpu: dict) -> ml_collections.ConfigDict:
+  """`paper` with a preset: 'paper' as is, 'smoke' = smoke(paper), 'cpu' = `cpu`'s
+  {"section.key": value} overrides applied to it. Unknown presets are a ConfigError."""
+  preset = select_preset(preset, ("paper", "cpu", "smoke"), config_name)
+  if preset == "smoke":
+    return smoke(paper)
+  if preset == "cpu":
+    for dotted, value in cpu.items():
+      section, key = dotted.split(".")
+      paper[section][key] = value
+  return paper
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """Loads 'path/to/config.py[:preset]' as main.py's --config flag does."""
   import importlib.util

@@ -6,7 +6,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 import ml_collections
 from ml_collections import config_dict
 
-from dpgen_jax.config_base import base_config, select_preset
+from dpgen_jax.config_base import apply_preset, base_config
 
 CELEBA_PER_LAYER = (1000.0, 200.0, 1000.0, 100.0, 1000.0, 100.0, 1000.0, 5.0, 2500.0)
 CELEBA_IS_SCALING = (20.0, 2.0, 15.0, 1.5, 10.0, 1.5, 10.0, 1.0, 30.0)
@@ -153,11 +153,4 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def with_preset(c: ml_collections.ConfigDict, preset: str | None, name: str,
                 cpu: dict) -> ml_collections.ConfigDict:
-  preset = select_preset(preset, ("paper", "cpu", "smoke"), f"configs/{name}.py")
-  if preset == "smoke":
-    return smoke(c)
-  if preset == "cpu":
-    for dotted, value in cpu.items():
-      section, key = dotted.split(".")
-      c[section][key] = value
-  return c
+  return apply_preset(preset, f"configs/{name}.py", c, smoke, cpu)

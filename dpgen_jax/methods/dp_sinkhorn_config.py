@@ -13,7 +13,7 @@ dp-accounting allows within it.
 import ml_collections
 from ml_collections import config_dict
 
-from dpgen_jax.config_base import base_config, select_preset
+from dpgen_jax.config_base import apply_preset, base_config
 
 # name: (dataset, split, B, sigma, C, delta, steps, mixture m); dp_sinkhorn.md §4 / b.6.
 UPSTREAM = {
@@ -98,15 +98,7 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
   """Builds `name` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  preset = select_preset(preset, ("paper", "cpu", "smoke"), f"configs/{name}.py")
-  c = paper_config(name)
-  if preset == "smoke":
-    return smoke_config(c)
-  if preset == "cpu":
-    for dotted, value in cpu.items():
-      section, key = dotted.split(".")
-      c[section][key] = value
-  return c
+  return apply_preset(preset, f"configs/{name}.py", paper_config(name), smoke_config, cpu)
 
 
 # The cpu preset of the MNIST and Fashion-MNIST configs: a 30-minute run on a 2-core CPU

@@ -5,7 +5,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 
 import ml_collections
 
-from dpgen_jax.config_base import base_config, select_preset
+from dpgen_jax.config_base import apply_preset, base_config
 
 # dpgan.md §4: (bsz, num_d_steps, n_D, sigma, delta, adaptive, threshold, val_interval).
 UPSTREAM = {
@@ -100,12 +100,4 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
   """Builds `name` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  preset = select_preset(preset, ("paper", "cpu", "smoke"), f"configs/{name}.py")
-  c = paper_config(name)
-  if preset == "smoke":
-    return smoke_config(c)
-  if preset == "cpu":
-    for dotted, value in cpu.items():
-      section, key = dotted.split(".")
-      c[section][key] = value
-  return c
+  return apply_preset(preset, f"configs/{name}.py", paper_config(name), smoke_config, cpu)

@@ -5,7 +5,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 
 import ml_collections
 
-from dpgen_jax.config_base import base_config, select_preset
+from dpgen_jax.config_base import apply_preset, base_config
 
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
 
@@ -94,12 +94,4 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get(dataset: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
   """`dataset` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  preset = select_preset(preset, ("paper", "cpu", "smoke"), f"configs/gswgan_{dataset}_eps10.py")
-  c = paper_config(dataset)
-  if preset == "smoke":
-    return smoke_config(c)
-  if preset == "cpu":
-    for dotted, value in cpu.items():
-      section, key = dotted.split(".")
-      c[section][key] = value
-  return c
+  return apply_preset(preset, f"configs/gswgan_{dataset}_eps10.py", paper_config(dataset), smoke_config, cpu)
