@@ -17,29 +17,8 @@ Presets:
 
 from dpgen_jax.methods import gswgan_config
 
-# The cpu preset (about 20-30 minutes here, pretraining included): K = 200
-# discriminators (300-image shards), 8 pretraining iterations each, one at a time
-# (vmapping does not speed up XLA:CPU, experiments/bench_gswgan_pretrain.py); a ResNet
-# generator of width C = 16 and a critic of width 8 with a 4x learning rate, since each
-# critic gets ~60 updates instead of ~10,000; 800 generator iterations of B = 32.
-# sigma = 1.008 is the smallest (to 1e-3) with epsilon <= 10 under the upstream
-# accounting: epsilon 9.999 (dp-accounting RDP, integer orders 2..500, order 3); the
-# classic conversion gives 10.85 and the conservative accounting 1.7e4.
-CPU = {
-    "gswgan.num_discriminators": 200,
-    "gswgan.pretrain_iterations": 8,
-    "gswgan.pretrain_chunk": 1,
-    "gswgan.pretrain_log_every": 0,
-    "gswgan.model_dim": 4,
-    "gswgan.d_model_dim": 8,
-    "gswgan.d_lr": 4e-4,
-    "privacy.noise_multiplier": 1.008,
-    "train.num_steps": 800,
-    "train.log_every": 50,
-    "train.sample_every": 200,
-    "train.checkpoint_every": 200,
-    "eval.metrics": ("fid_lenet", "acc_cnn", "acc_logreg", "acc_mlp"),
-}
+# The cpu preset: gswgan_config.CPU_PRESET (shared by the MNIST and Fashion-MNIST configs).
+CPU = gswgan_config.CPU_PRESET
 
 
 def get_config(preset: str | None = None):
