@@ -14,19 +14,7 @@ Non-private variant: --config.privacy.enabled=False.
 
 from dpgen_jax.methods import cslgan_config
 
-CPU = {
-    "data.num_train_subset": 1_000,
-    "train.batch_size": 100,
-    "train.num_steps": 3_000,
-    "privacy.noise_multiplier": None,
-    "privacy.target_epsilon": 10.0,
-    "train.checkpoint_every": 1_000,
-    "train.sample_every": 1_000,
-    "train.log_every": 250,
-    # Upstream's beta1 = 0.9 mode-collapses G here (one image for every z and label);
-    # 0.5 gives diverse digits (README, CSL-GAN section).
-    "cslgan.beta1": 0.5,
-}
+CPU = cslgan_config.MNIST_CPU
 
 
 def get_config(preset: str | None = None):
