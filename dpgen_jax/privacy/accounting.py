@@ -11,7 +11,12 @@ accountants, `calibrate_dp_mechanism`). Two additions dp-accounting does not off
 """
 
 import functools
+import hashlib
+import importlib.metadata
 import math
+import os
+import time
+import zipfile
 from typing import Callable, Sequence
 
 import attr
@@ -74,10 +79,45 @@ def poisson_gaussian_event(sampling_rate: float, noise_multiplier: float,
   return step if steps == 1 else dp_accounting.SelfComposedDpEvent(step, int(steps))
 
 
+# Leaf curves slower than this are also kept on disk (DPGEN_CACHE_DIR or
+# ~/.cache/dpgen_jax, folder rdp/), so each process need not recompute them.
+DISK_CACHE_MIN_SECONDS = 1.0
+
+
+def _disk_cache(event: DpEvent, orders: str, neighboring: str) -> tuple[str, str]:
+  """(path, key) of a leaf curve on disk. The key names everything the curve depends on:
+  dp-accounting's version, the event's exact repr (floats round-trip), the order values
+  and the neighbouring relation; a file whose stored key differs is never used."""
+  key = "|".join([importlib.metadata.version("dp-accounting"), repr(event),
+                  repr(orders_for(orders)), neighboring])
+  base = os.environ.get("DPGEN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                           "dpgen_jax")
+  name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz"
+  return os.path.join(base, "rdp", name), key
+
+
 @functools.lru_cache(maxsize=512)
 def _leaf_rdp(event: DpEvent, orders: str, neighboring: str) -> np.ndarray:
-  acc = make_accountant("rdp", orders=orders, neighboring=neighboring).compose(event)
-  out = np.asarray(acc.rdp, dtype=np.float64)
+  path, key = _disk_cache(event, orders, neighboring)
+  out = None
+  try:
+    with np.load(path) as f:
+      if str(f["key"]) == key and f["rdp"].shape == (len(orders_for(orders)),):
+        out = np.array(f["rdp"], dtype=np.float64)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent or partial
+    out = None
+  if out is None:
+    start = time.monotonic()
+    acc = make_accountant("rdp", orders=orders, neighboring=neighboring).compose(event)
+    out = np.asarray(acc.rdp, dtype=np.float64)
+    if time.monotonic() - start >= DISK_CACHE_MIN_SECONDS:
+      try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, rdp=out, key=key)
+        os.replace(tmp, path)
+      except OSError:  # a read-only home: the in-process cache still serves
+        pass
   out.flags.writeable = False
   return out
 
@@ -90,7 +130,8 @@ def rdp_vector(event: DpEvent, *, orders: str = "dp_accounting",
   as the accountant does (the nested counts multiply, the terms are added in order),
   and the curve of each other (leaf) event is computed by dp-accounting once per
   process and cached: a ledger re-evaluates the same per-step event at every log step,
-  and some curves are slow (subsampling without replacement on orders 2..500: ~15 s).
+  and some curves are slow (subsampling without replacement on orders 2..500: ~15-25 s),
+  so those are also kept on disk, keyed by everything they depend on (_disk_cache).
   """
   total = np.zeros(len(orders_for(orders)), dtype=np.float64)
 

@@ -84,3 +84,40 @@ def test_unknown_grid_and_accountant_are_rejected():
     accounting.orders_for("nope")
   with pytest.raises(ValueError, match="accountant"):
     accounting.make_accountant("moments")
+
+
+def _fresh_leaf_cache(monkeypatch, tmp_path):
+  monkeypatch.setenv("DPGEN_CACHE_DIR", str(tmp_path))
+  monkeypatch.setattr(accounting, "DISK_CACHE_MIN_SECONDS", 0.0)  # keep every curve on disk
+  accounting._leaf_rdp.cache_clear()
+
+
+def test_rdp_curves_kept_on_disk_are_dp_accountings_and_only_used_under_their_own_key(
+    monkeypatch, tmp_path):
+  _fresh_leaf_cache(monkeypatch, tmp_path)
+  leaf = accounting.poisson_gaussian_event(1 / 469, 0.7)
+  event = dp_accounting.SelfComposedDpEvent(leaf, 1000)
+  direct = dp_accounting.rdp.RdpAccountant(
+      orders=list(accounting.orders_for("opacus"))).compose(event).rdp
+  first = accounting.rdp_vector(event, orders="opacus")
+  assert first == pytest.approx(direct, rel=1e-12)
+  (path, key), = [accounting._disk_cache(leaf, "opacus", "add_or_remove_one")]
+  import numpy as np
+  with np.load(path) as f:
+    assert str(f["key"]) == key and f["rdp"] * 1000 == pytest.approx(direct, rel=1e-12)
+
+  # A file under another key (another dp-accounting version, event or grid) is ignored...
+  np.savez(path, rdp=np.zeros_like(direct), key=key.replace("0.7", "0.8"))
+  accounting._leaf_rdp.cache_clear()
+  assert accounting.rdp_vector(event, orders="opacus") == pytest.approx(direct, rel=1e-12)
+  # ...as is a truncated file; a file under the right key is what a new process reads.
+  with open(path, "wb") as f:
+    f.write(b"PK\x03\x04")
+  accounting._leaf_rdp.cache_clear()
+  assert accounting.rdp_vector(event, orders="opacus") == pytest.approx(direct, rel=1e-12)
+  with np.load(path) as f:
+    assert str(f["key"]) == key  # rewritten after the recomputation
+  np.savez(path, rdp=np.full_like(direct, 1e-3), key=key)
+  accounting._leaf_rdp.cache_clear()
+  assert accounting.rdp_vector(event, orders="opacus") == pytest.approx(np.full_like(direct, 1.0))
+  accounting._leaf_rdp.cache_clear()  # leave no planted curve for other tests
