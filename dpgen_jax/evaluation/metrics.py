@@ -114,9 +114,10 @@ class EvalContext:
       variables, meta = feature_extractor.train_lenet_feature_extractor(
           d.train_x, d.train_y, d.num_classes, epochs=epochs, test_x=d.test_x, test_y=d.test_y)
       blob = flax.serialization.to_bytes(variables)
-      with open(path + ".tmp", "wb") as f:
+      tmp = f"{path}.{os.getpid()}.tmp"  # per process: eval jobs may share a cache
+      with open(tmp, "wb") as f:
         f.write(blob)
-      os.replace(path + ".tmp", path)
+      os.replace(tmp, path)
       with open(path + ".json", "w") as f:
         json.dump(meta, f, indent=2)
       get_logger().info("LeNet real test accuracy: %.4f", meta["test_accuracy"])
@@ -166,9 +167,10 @@ class EvalContext:
         stats = (f["mu"], f["sigma"])
     else:
       stats = frechet.feature_statistics(features_fn(d.test_x))
-      np.savez(path + ".tmp.npz", mu=stats[0], sigma=stats[1], extractor=fingerprint,
+      tmp = f"{path}.{os.getpid()}.tmp.npz"  # per process: eval jobs may share a cache
+      np.savez(tmp, mu=stats[0], sigma=stats[1], extractor=fingerprint,
                num_examples=len(d.test_x))
-      os.replace(path + ".tmp.npz", path)
+      os.replace(tmp, path)
     self._real_stats[extractor] = stats
     return stats
 
