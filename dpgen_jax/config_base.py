@@ -82,6 +82,19 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def smoke_eval(c: ml_collections.ConfigDict, num_samples: int = 240,
+               batch_size: int | None = 120) -> ml_collections.ConfigDict:
+  """The evaluation part of every `smoke` preset: a few hundred samples, a one-epoch LeNet,
+  and an eval job that stops after a minute without a new checkpoint."""
+  c.eval.num_samples = num_samples
+  if batch_size is not None:
+    c.eval.batch_size = batch_size
+  c.eval.lenet_epochs = 1
+  c.eval.idle_timeout_secs = 60.0
+  c.eval.poll_secs = 1.0
+  return c
+
+
 def select_preset(preset: str | None, presets: dict, config_name: str) -> str:
   """Validates a preset name given as `configs/x.py:NAME`; '' or None means 'paper'."""
   from dpgen_jax import errors

@@ -6,7 +6,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 import ml_collections
 from ml_collections import config_dict
 
-from dpgen_jax.config_base import apply_preset, base_config
+from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
 
 CELEBA_PER_LAYER = (1000.0, 200.0, 1000.0, 100.0, 1000.0, 100.0, 1000.0, 5.0, 2500.0)
 CELEBA_IS_SCALING = (20.0, 2.0, 15.0, 1.5, 10.0, 1.5, 10.0, 1.0, 30.0)
@@ -141,14 +141,8 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.privacy.noise_multiplier = max(c.privacy.noise_multiplier or 1.0, 1.0)
   c.privacy.delta = 1e-5 if c.privacy.delta > 1e-5 else c.privacy.delta
   c.audit.draws = 200
-  c.eval.num_samples = 240
-  c.eval.seeds = (0,)
-  c.eval.lenet_epochs = 1
   c.eval.cnn_epochs = 1
-  c.eval.batch_size = 120
-  c.eval.idle_timeout_secs = 60.0
-  c.eval.poll_secs = 1.0
-  return c
+  return smoke_eval(c)
 
 
 # The cpu preset of the MNIST configs: the first 1,000 training images (the audit's

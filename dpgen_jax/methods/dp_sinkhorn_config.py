@@ -13,7 +13,7 @@ dp-accounting allows within it.
 import ml_collections
 from ml_collections import config_dict
 
-from dpgen_jax.config_base import apply_preset, base_config
+from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
 
 # name: (dataset, split, B, sigma, C, delta, steps, mixture m); dp_sinkhorn.md §4 / b.6.
 UPSTREAM = {
@@ -86,14 +86,9 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.log_every = 2
   c.train.checkpoint_every = 2
   c.train.sample_every = 2
-  c.eval.num_samples = 300
-  c.eval.batch_size = 100
   c.eval.max_epochs = 2
   c.eval.patience = 1
-  c.eval.lenet_epochs = 1
-  c.eval.idle_timeout_secs = 60.0
-  c.eval.poll_secs = 1.0
-  return c
+  return smoke_eval(c, num_samples=300, batch_size=100)
 
 
 def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:

@@ -12,7 +12,7 @@ conversion (REFERENCE.md b.4); `upstream_epsilon` keeps those for comparison.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config
+from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
 
 # dpcgan.md §4 and REFERENCE.md b.4: (dataset, B, accounted steps, m, budget, upstream eps).
 UPSTREAM = {
@@ -97,12 +97,9 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.log_every = 2
   c.train.checkpoint_every = 3
   c.train.sample_every = 3
-  c.eval.num_samples = 300
-  c.eval.idle_timeout_secs = 60.0
-  c.eval.poll_secs = 1.0
   if c.data.name == "thyroid":
     c.eval.thyroid_grid = "small"
-  return c
+  return smoke_eval(c, num_samples=300, batch_size=None)
 
 
 def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config
+from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
 
 # dpgan.md §4: (bsz, num_d_steps, n_D, sigma, delta, adaptive, threshold, val_interval).
 UPSTREAM = {
@@ -88,14 +88,8 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 3
   c.train.sample_every = 3
   c.privacy.max_physical_bsz = 0
-  c.eval.num_samples = 240
-  c.eval.seeds = (0,)
-  c.eval.lenet_epochs = 1
   c.eval.cnn_epochs = 2
-  c.eval.batch_size = 120
-  c.eval.idle_timeout_secs = 60.0
-  c.eval.poll_secs = 1.0
-  return c
+  return smoke_eval(c)
 
 
 def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config
+from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
 
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
 
@@ -108,16 +108,11 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.log_every = 2
   c.train.checkpoint_every = 2
   c.train.sample_every = 4
-  c.eval.num_samples = 240
   c.eval.metrics = ("fid_lenet",)
-  c.eval.seeds = (0,)
-  c.eval.lenet_epochs = 1
-  c.eval.batch_size = 120
-  c.eval.idle_timeout_secs = 60.0
-  c.eval.poll_secs = 1.0
-  return c
+  return smoke_eval(c)
 
 
 def get(dataset: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
   """`dataset` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  return apply_preset(preset, f"configs/gswgan_{dataset}_eps10.py", paper_config(dataset), smoke_config, cpu)
+  return apply_preset(preset, f"configs/gswgan_{dataset}_eps10.py", paper_config(dataset),
+                      smoke_config, cpu)
