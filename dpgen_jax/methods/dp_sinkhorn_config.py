@@ -100,9 +100,10 @@ def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
 # CPU at the same budget (epsilon <= 10 at delta 1e-5); measured on MNIST: 8 minutes of
 # training (5.5 steps/s), 6 of evaluation. Changed from `paper`: 3,000 steps instead of
 # millions, so sigma is re-calibrated from the target by dp-accounting (0.401 instead
-# of 1.1); the generator's h = 32 instead of 64 (a quarter of the convolution FLOPs); Adam's learning rate 1e-3 instead of 1e-5
-# (1e-5 barely moves the generator in a few thousand steps); 10,000 evaluation samples
-# instead of 60,000 and at most 50 epochs for each classifier.
+# of 1.1); the generator's h = 32 instead of 64 (a quarter of the convolution FLOPs);
+# Adam's learning rate 1e-3 instead of 1e-5 (1e-5 barely moves the generator in a few
+# thousand steps); 10,000 evaluation samples instead of 60,000 and at most 50 epochs
+# for each classifier.
 # Expect little from it: the clipped block has norm C whatever n is, while the noise has
 # norm 2 C sigma sqrt(n * 784), so the signal-to-noise ratio accumulated over T steps is
 # about sqrt(T) / (2 sigma sqrt(784 n)): 0.35 here (T = 3,000, sigma 0.40) against 4.3
