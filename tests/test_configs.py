@@ -78,3 +78,16 @@ def test_cpu_preset_keeps_the_paper_budget(name):
 def test_unknown_preset_is_a_config_error():
   with pytest.raises(errors.ConfigError, match="no preset 'gpu'.*paper, cpu, smoke"):
     helpers.config("mnist_eps10", "gpu")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_classifier_accuracy_only_for_generators_that_take_labels(name):
+  """acc_* trains a classifier on generated (image, label) pairs: meaningless for a G that
+  ignores its labels (CSL-GAN's Vanilla GAN), required to compare with upstream otherwise."""
+  for preset in ("paper", "cpu"):
+    c = helpers.config(name, preset)
+    accuracy = [m for m in c.eval.metrics if m.startswith("acc_")]
+    if c.method == "cslgan" and c.cslgan.conditional_arch == "none":
+      assert not accuracy, (name, preset, c.eval.metrics)
+    elif c.data.name in ("mnist", "fashion_mnist") and c.method != "dpcgan":
+      assert accuracy, (name, preset, c.eval.metrics)
