@@ -25,7 +25,6 @@ if not os.environ.get("DPGEN_CACHE_DIR"):
 
 # Tests build the same small models many times (each training run re-jits its step);
 # a per-session persistent compilation cache lets repeats skip XLA compilation.
-
 import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir",

@@ -3,6 +3,7 @@
 import math
 
 import dp_accounting
+import numpy as np
 import pytest
 
 from dpgen_jax.privacy import accounting
@@ -101,8 +102,7 @@ def test_rdp_curves_kept_on_disk_are_dp_accountings_and_only_used_under_their_ow
       orders=list(accounting.orders_for("opacus"))).compose(event).rdp
   first = accounting.rdp_vector(event, orders="opacus")
   assert first == pytest.approx(direct, rel=1e-12)
-  (path, key), = [accounting._disk_cache(leaf, "opacus", "add_or_remove_one")]
-  import numpy as np
+  path, key = accounting._disk_cache(leaf, "opacus", "add_or_remove_one")
   with np.load(path) as f:
     assert str(f["key"]) == key and f["rdp"] * 1000 == pytest.approx(direct, rel=1e-12)
 
