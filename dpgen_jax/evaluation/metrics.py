@@ -33,7 +33,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from dpgen_jax import errors
+from dpgen_jax import cache, errors
 from dpgen_jax.evaluation import classifier_metrics, frechet
 from dpgen_jax.log import get_logger
 
@@ -46,8 +46,7 @@ TABULAR_METRICS = ("auroc_lr", "auroc_mlp", "auroc_thyroid")
 
 
 def cache_dir(eval_config) -> str:
-  path = (eval_config.get("cache_dir") or os.environ.get("DPGEN_CACHE_DIR")
-          or os.path.join(os.path.expanduser("~"), ".cache", "dpgen_jax"))
+  path = eval_config.get("cache_dir") or cache.cache_root()
   os.makedirs(path, exist_ok=True)
   return path
 
@@ -114,10 +113,7 @@ class EvalContext:
       variables, meta = feature_extractor.train_lenet_feature_extractor(
           d.train_x, d.train_y, d.num_classes, epochs=epochs, test_x=d.test_x, test_y=d.test_y)
       blob = flax.serialization.to_bytes(variables)
-      tmp = f"{path}.{os.getpid()}.tmp"  # per process: eval jobs may share a cache
-      with open(tmp, "wb") as f:
-        f.write(blob)
-      os.replace(tmp, path)
+      cache.write_bytes_atomic(path, blob)
       with open(path + ".json", "w") as f:
         json.dump(meta, f, indent=2)
       get_logger().info("LeNet real test accuracy: %.4f", meta["test_accuracy"])
@@ -167,10 +163,8 @@ class EvalContext:
         stats = (f["mu"], f["sigma"])
     else:
       stats = frechet.feature_statistics(features_fn(d.test_x))
-      tmp = f"{path}.{os.getpid()}.tmp.npz"  # per process: eval jobs may share a cache
-      np.savez(tmp, mu=stats[0], sigma=stats[1], extractor=fingerprint,
-               num_examples=len(d.test_x))
-      os.replace(tmp, path)
+      cache.savez_atomic(path, mu=stats[0], sigma=stats[1], extractor=fingerprint,
+                         num_examples=len(d.test_x))
     self._real_stats[extractor] = stats
     return stats
 

@@ -25,6 +25,8 @@ import numpy as np
 from dp_accounting import pld, rdp
 from dp_accounting.rdp import rdp_privacy_accountant
 
+from dpgen_jax import cache
+
 DpEvent = dp_accounting.DpEvent
 
 ORDER_GRIDS: dict[str, tuple[float, ...]] = {
@@ -79,8 +81,8 @@ def poisson_gaussian_event(sampling_rate: float, noise_multiplier: float,
   return step if steps == 1 else dp_accounting.SelfComposedDpEvent(step, int(steps))
 
 
-# Leaf curves slower than this are also kept on disk (DPGEN_CACHE_DIR or
-# ~/.cache/dpgen_jax, folder rdp/), so each process need not recompute them.
+# Leaf curves slower than this are also kept on disk (dpgen_jax.cache, folder rdp/), so
+# each process need not recompute them.
 DISK_CACHE_MIN_SECONDS = 1.0
 
 
@@ -90,10 +92,8 @@ def _disk_cache(event: DpEvent, orders: str, neighboring: str) -> tuple[str, str
   and the neighbouring relation; a file whose stored key differs is never used."""
   key = "|".join([importlib.metadata.version("dp-accounting"), repr(event),
                   repr(orders_for(orders)), neighboring])
-  base = os.environ.get("DPGEN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                           "dpgen_jax")
   name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz"
-  return os.path.join(base, "rdp", name), key
+  return os.path.join(cache.cache_root(), "rdp", name), key
 
 
 @functools.lru_cache(maxsize=512)
@@ -113,9 +113,7 @@ def _leaf_rdp(event: DpEvent, orders: str, neighboring: str) -> np.ndarray:
     if time.monotonic() - start >= DISK_CACHE_MIN_SECONDS:
       try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, rdp=out, key=key)
-        os.replace(tmp, path)
+        cache.savez_atomic(path, rdp=out, key=key)
       except OSError:  # a read-only home: the in-process cache still serves
         pass
   out.flags.writeable = False
