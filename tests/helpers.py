@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from dpgen_jax.config_base import load_config_file
@@ -31,3 +32,16 @@ def mnist_dir() -> str:
       return path
   pytest.skip(f"real MNIST not found in {candidates} (set DPGEN_DATA_DIR to a folder "
               f"with mnist/); this test needs the real data")
+
+
+def fake_celeba(folder, file_name: str, num_train: int, num_test: int, size: int) -> str:
+  """CelebA is not on this machine: writes random size x size RGB images with binary
+  labels as `folder/file_name` (the registry's .npz layout); returns the folder."""
+  r = np.random.default_rng(0)
+  os.makedirs(folder, exist_ok=True)
+  np.savez(os.path.join(folder, file_name),
+           x_train=r.integers(0, 256, (num_train, size, size, 3), dtype=np.uint8),
+           y_train=r.integers(0, 2, num_train),
+           x_test=r.integers(0, 256, (num_test, size, size, 3), dtype=np.uint8),
+           y_test=r.integers(0, 2, num_test))
+  return str(folder)

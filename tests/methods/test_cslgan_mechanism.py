@@ -37,16 +37,22 @@ WGAN = dp.LossSpec(arch="none", loss="wgan", num_classes=1)
 PARAMS = {"w": jnp.asarray([0.3, -0.2, 0.1]), "b": jnp.asarray(0.05)}
 
 
+def _wgan_clipped_sum(xr, xf, mask, c, split):
+  """gc_clipped_sum of the linear WGAN critic on real rows xr (masked) and fake rows xf."""
+  total, _, _ = dp.gc_clipped_sum(
+      WGAN, _linear_d, PARAMS, {"x": jnp.asarray(xr), "y": jnp.zeros(len(xr), jnp.int32),
+                                "mask": jnp.asarray(mask)},
+      {"x": jnp.asarray(xf), "y": jnp.zeros(len(xf), jnp.int32)}, clipping.ClippingSpec(c),
+      split=split)
+  return total
+
+
 def test_split_clipping_equals_hand_sum():
   # WGAN real loss -(w.x + b): gradient (-x, -1); fake loss +(w.x + b): (x, 1).
   xr, xf = _data(0), _data(1, n=4)
   mask = np.array([True, True, False, True, True, False])
   c = 2.0
-  total, _, _ = dp.gc_clipped_sum(
-      WGAN, _linear_d, PARAMS, {"x": jnp.asarray(xr), "y": jnp.zeros(6, jnp.int32),
-                                "mask": jnp.asarray(mask)},
-      {"x": jnp.asarray(xf), "y": jnp.zeros(4, jnp.int32)}, clipping.ClippingSpec(c),
-      split=True)
+  total = _wgan_clipped_sum(xr, xf, mask, c, split=True)
   want = np.zeros(4)
   for j in range(6):
     if mask[j]:
@@ -61,11 +67,7 @@ def test_combined_clipping_equals_hand_sum():
   xr, xf = _data(0), _data(2)
   mask = np.array([True, False, True, True, True, False])
   c = 1.5
-  total, _, _ = dp.gc_clipped_sum(
-      WGAN, _linear_d, PARAMS, {"x": jnp.asarray(xr), "y": jnp.zeros(6, jnp.int32),
-                                "mask": jnp.asarray(mask)},
-      {"x": jnp.asarray(xf), "y": jnp.zeros(6, jnp.int32)}, clipping.ClippingSpec(c),
-      split=False)
+  total = _wgan_clipped_sum(xr, xf, mask, c, split=False)
   want = np.zeros(4)
   for j in range(6):
     if mask[j]:  # real and paired fake summed BEFORE clipping; dropped together

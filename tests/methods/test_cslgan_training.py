@@ -105,16 +105,9 @@ def test_audit_finds_members_of_a_memorised_training_set(tmp_path):
 
 def test_celeba_resnet_smoke_on_a_tiny_synthetic_array(tmp_path, monkeypatch):
   """CelebA is not on this machine: a 64x64 synthetic celeb_a.npz (random images)."""
-  r = np.random.default_rng(0)
-  folder = tmp_path / "data"
-  folder.mkdir()
-  np.savez(folder / "celeb_a.npz",
-           x_train=r.integers(0, 256, (96, 64, 64, 3), dtype=np.uint8),
-           y_train=r.integers(0, 2, 96), x_test=r.integers(0, 256, (8, 64, 64, 3),
-                                                          dtype=np.uint8),
-           y_test=r.integers(0, 2, 8))
+  folder = helpers.fake_celeba(tmp_path / "data", "celeb_a.npz", 96, 8, size=64)
   c = helpers.config("cslgan_celeba_gc", "smoke", **{
-      "data.data_dir": str(folder), "data.num_train_subset": 96, "train.batch_size": 8,
+      "data.data_dir": folder, "data.num_train_subset": 96, "train.batch_size": 8,
       "train.num_steps": 2, "train.checkpoint_every": 2, "train.sample_every": 2,
       "cslgan.width_divisor": 64, "privacy.grad_clip_mode": "constant-pl"})
   assert cli.run("train", c, str(tmp_path / "run")) == 0

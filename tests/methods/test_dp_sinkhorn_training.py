@@ -3,8 +3,6 @@
 import json
 import os
 
-import numpy as np
-
 from dpgen_jax.training import loop
 from dpgen_jax.training.checkpoint import Checkpointer
 from tests import helpers
@@ -29,15 +27,8 @@ def test_smoke_preset_trains_on_real_mnist(tmp_path, monkeypatch):
 def test_celeba_smoke_preset_trains_the_biggan_generator_on_the_train_split(tmp_path):
   """A stand-in celeb_a_train.npz (random 32x32 RGB): BigGAN, the full divergence and
   data.split = 'train' end to end."""
-  data = np.random.default_rng(0)
-  folder = tmp_path / "data"
-  folder.mkdir()
-  np.savez(folder / "celeb_a_train.npz",
-           x_train=data.integers(0, 256, (400, 32, 32, 3), dtype=np.uint8),
-           y_train=data.integers(0, 2, 400), x_test=data.integers(0, 256, (20, 32, 32, 3),
-                                                                   dtype=np.uint8),
-           y_test=data.integers(0, 2, 20))
-  c = helpers.config("sinkhorn_celeba", "smoke", **{"data.data_dir": str(folder),
+  folder = helpers.fake_celeba(tmp_path / "data", "celeb_a_train.npz", 400, 20, size=32)
+  c = helpers.config("sinkhorn_celeba", "smoke", **{"data.data_dir": folder,
                                                     "train.batch_size": 20,
                                                     "privacy.delta": 1e-3})
   c.train.num_steps = 2
