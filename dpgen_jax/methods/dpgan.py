@@ -40,15 +40,45 @@ def sampling_rate(batch_size: int, num_examples: int) -> float:
   return 1.0 / math.ceil(num_examples / batch_size)
 
 
-def fake_batch_size(batch_size: int, num_examples: int) -> int:
-  """round(qN): fakes per D step, and the G batch size."""
+def fake_batch_size(batch_size: int, num_examples: int, num_fakes: int = 0) -> int:
+  """Fakes per D step, and the G batch size: `num_fakes`, or round(qN) when 0 (upstream)."""
+  if num_fakes:
+    return int(num_fakes)
   return int(round(sampling_rate(batch_size, num_examples) * num_examples))
 
 
-def dp_divisor(batch_size: int, num_examples: int) -> int:
-  """int(qN) + round(qN): upstream's fixed divisor of the noised sum (dpgan.md §7 #1)."""
+def dp_divisor(batch_size: int, num_examples: int, num_fakes: int = 0) -> int:
+  """int(qN) + fakes: the fixed divisor of the noised sum; upstream's int(qN) + round(qN)
+  (dpgan.md §7 #1) with the default number of fakes. It never depends on the data."""
   qn = sampling_rate(batch_size, num_examples) * num_examples
-  return int(qn) + int(round(qn))
+  return int(qn) + fake_batch_size(batch_size, num_examples, num_fakes)
+
+
+LOSSES = ("bce", "hinge")
+
+
+def d_row_loss(loss: str, logit, target):
+  """One row's discriminator loss: BCE on the logit, or the hinge loss
+  max(0, 1 - logit) for reals (target 1) and max(0, 1 + logit) for fakes (target 0)."""
+  if loss == "hinge":
+    sign = 2.0 * target - 1.0
+    return jax.nn.relu(1.0 - sign * logit)
+  return bce_with_logits(logit, target)
+
+
+def g_loss_from_logits(loss: str, logits):
+  """The generator's loss on D's logits of its fakes: non-saturating BCE
+  (softplus(-logit), upstream) or, for the hinge loss, -logit."""
+  if loss == "hinge":
+    return -jnp.mean(logits)
+  return jnp.mean(jax.nn.softplus(-logits))
+
+
+def ema_decay(g_steps, max_decay: float):
+  """min(max_decay, (1 + t) / (10 + t)) at the t-th G step: a short warm-up, so the
+  average does not stay near the initialisation when there are few G steps."""
+  t = g_steps.astype(jnp.float32)
+  return jnp.minimum(max_decay, (1.0 + t) / (10.0 + t))
 
 
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
@@ -64,8 +94,8 @@ def privacy_fields(config, num_examples: int) -> dict:
                 else None,
                 clip_norm=config.privacy.clip_norm,
                 expected_real_batch_size=sampling_rate(bsz, num_examples) * num_examples,
-                fake_batch_size=fake_batch_size(bsz, num_examples),
-                gradient_divisor=dp_divisor(bsz, num_examples),
+                fake_batch_size=fake_batch_size(bsz, num_examples, config.dpgan.num_fakes),
+                gradient_divisor=dp_divisor(bsz, num_examples, config.dpgan.num_fakes),
                 mechanism="DP-SGD on D: per-example clipping of real and fake examples, "
                           "one Gaussian draw per D step (Poisson-subsampled Gaussian)",
                 sampling_assumption="Poisson sampling, performed as accounted")
@@ -94,6 +124,14 @@ def validate(config, spec) -> None:
   require(g.ds_grace >= 0, "dpgan.ds_grace must be a non-negative integer.")
   require(g.d_width >= 2 and g.d_width % 2 == 0,
           f"dpgan.d_width must be even and positive, got {g.d_width}.")
+  require(g.g_width >= 1, f"dpgan.g_width must be positive, got {g.g_width}.")
+  require(g.loss in LOSSES, f"dpgan.loss must be one of {LOSSES}, got {g.loss!r}.")
+  for key in ("g_beta1", "g_beta2", "d_beta1", "d_beta2"):
+    require(0.0 <= g[key] < 1.0, f"dpgan.{key} must be in [0, 1), got {g[key]}.")
+  require(g.g_lr > 0 and g.d_lr > 0, "dpgan.g_lr and dpgan.d_lr must be positive.")
+  require(0.0 <= g.g_ema_decay < 1.0,
+          f"dpgan.g_ema_decay must be in [0, 1) (0: no average), got {g.g_ema_decay}.")
+  require(g.num_fakes >= 0, f"dpgan.num_fakes must be >= 0 (0: round(qN)), got {g.num_fakes}.")
   require(config.privacy.clipping == "flat",
           "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
   require(config.privacy.max_physical_bsz >= 0, "privacy.max_physical_bsz must be >= 0.")
@@ -125,6 +163,7 @@ class DPGANState:
   ema_acc_fake: jax.Array  # EMA of D's accuracy on fresh fakes (0 before the first G step)
   g_steps_at_nd: jax.Array  # G steps since n_D last changed (the grace counter)
   last_g_loss: jax.Array
+  ema_g_params: dict  # the average of G (dpgan.g_ema_decay > 0) or a size-1 placeholder
 
 
 def adaptive_nd_update(nd_index, ema, g_steps_at_nd, acc_fake, first, *, beta, threshold,
@@ -155,17 +194,18 @@ def bce_with_logits(logit, target):
 def private_discriminator_grad(d_apply, d_params, x, y, target, mask, noise_key, *,
                                clip: clipping.ClippingSpec, noise_multiplier: float,
                                divisor: float, mesh=None, microbatch_size=None,
-                               strategy: str = "vmap"):
+                               strategy: str = "vmap", loss_name: str = "bce"):
   """The privatised D gradient of dpgan.md §2.5 steps 3-8, and per-example logits.
 
   `x, y, target, mask` hold real and fake rows together (target 1 real, 0 fake; mask
-  False on padding). Each row's BCE gradient is clipped, the clipped sum gets one
+  False on padding). Each row's loss gradient (BCE or hinge, `loss_name`) is clipped,
+  the clipped sum gets one
   N(0, (noise_multiplier * C)^2) draw, and the result is divided by `divisor`.
   Returns (gradient, logits, per-example gradient norms).
   """
   def loss(params, ex):
     logit = d_apply(params, ex["x"][None], ex["y"][None])[0]
-    return bce_with_logits(logit, ex["t"]), logit
+    return d_row_loss(loss_name, logit, ex["t"]), logit
 
   batch = {"x": x, "y": y, "t": target}
   if mesh is None:
@@ -193,11 +233,13 @@ class DPGAN(base.Method):
         latent_dim=g.latent_dim)
     n, bsz = spec.num_train, config.train.batch_size
     self.q = sampling_rate(bsz, n)
-    self.num_fakes = fake_batch_size(bsz, n)
-    self.divisor = dp_divisor(bsz, n)
+    self.num_fakes = fake_batch_size(bsz, n, g.num_fakes)
+    self.divisor = dp_divisor(bsz, n, g.num_fakes)
+    self.loss = g.loss
+    self.ema = float(g.g_ema_decay)
     self.probe_size = int(g.probe_batch_size or bsz)
-    self.g_tx = optax.adam(g.g_lr, b1=g.beta1, b2=g.beta2, eps=1e-8)
-    self.d_tx = optax.adam(g.d_lr, b1=g.beta1, b2=g.beta2, eps=1e-8)
+    self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=1e-8)
+    self.d_tx = optax.adam(g.d_lr, b1=g.d_beta1, b2=g.d_beta2, eps=1e-8)
     self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
     self.max_physical = int(config.privacy.max_physical_bsz)
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
@@ -233,7 +275,9 @@ class DPGAN(base.Method):
                       d_opt=self.d_tx.init(d_params), d_step=zero(), since_g=zero(),
                       g_steps=zero(), nd_index=jnp.asarray(start, jnp.int32),
                       ema_acc_fake=jnp.zeros((), jnp.float32), g_steps_at_nd=zero(),
-                      last_g_loss=jnp.zeros((), jnp.float32))
+                      last_g_loss=jnp.zeros((), jnp.float32),
+                      ema_g_params=jax.tree.map(jnp.copy, g_params) if self.ema else
+                      {"unused": jnp.zeros((1,), jnp.float32)})
 
   def _row_layout(self, num_real: int) -> tuple[int, int | None]:
     """(rows of the combined real + fake batch, microbatch size per device).
@@ -271,19 +315,19 @@ class DPGAN(base.Method):
           self._d_apply, state.d_params, x, y, target, mask, key_noise, clip=self.clip,
           noise_multiplier=self.config.privacy.noise_multiplier, divisor=self.divisor,
           mesh=self.mesh, microbatch_size=microbatch,
-          strategy=self.config.privacy.clipping_strategy)
+          strategy=self.config.privacy.clipping_strategy, loss_name=self.loss)
       clipped = jnp.sum((norms > self.clip.clip_norm) & mask) / jnp.sum(mask)
     else:
       # Non-private (dpgan.md §2.9): mean loss over the realised real + fake batch.
       def mean_loss(params):
         logits = self._d_apply(params, x, y)
-        losses = bce_with_logits(logits, target)
+        losses = d_row_loss(self.loss, logits, target)
         return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask), logits
       grad, logits = jax.grad(mean_loss, has_aux=True)(state.d_params)
       clipped = jnp.zeros(())
     updates, d_opt = self.d_tx.update(grad, state.d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, updates)
-    losses = bce_with_logits(logits, target)
+    losses = d_row_loss(self.loss, logits, target)
     real = mask & ~is_fake
     metrics = {
         "d_loss": jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask),
@@ -302,14 +346,19 @@ class DPGAN(base.Method):
 
     def g_loss(g_params):
       x, y = self._fakes(g_params, k_g, self.num_fakes)
-      return jnp.mean(jax.nn.softplus(-self._d_apply(state.d_params, x, y)))
+      return g_loss_from_logits(self.loss, self._d_apply(state.d_params, x, y))
 
     loss, grad = jax.value_and_grad(g_loss)(state.g_params)
     updates, g_opt = self.g_tx.update(grad, state.g_opt, state.g_params)
     nd_index, ema, at_nd = adaptive_nd_update(
         state.nd_index, state.ema_acc_fake, state.g_steps_at_nd, acc_fake, state.g_steps == 0,
         beta=g.ds_beta, threshold=g.ds_threshold, grace=g.ds_grace, adaptive=bool(g.adaptive))
-    return state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt,
+    g_params = optax.apply_updates(state.g_params, updates)
+    ema_g = state.ema_g_params
+    if self.ema:
+      decay = ema_decay(state.g_steps, self.ema)
+      ema_g = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_g, g_params)
+    return state.replace(g_params=g_params, g_opt=g_opt, ema_g_params=ema_g,
                          since_g=jnp.zeros_like(state.since_g), g_steps=state.g_steps + 1,
                          nd_index=nd_index, ema_acc_fake=ema, g_steps_at_nd=at_nd,
                          last_g_loss=loss)
@@ -332,7 +381,8 @@ class DPGAN(base.Method):
 
   def _sample_impl(self, state, rng, labels):
     z = jax.random.normal(rng, (labels.shape[0], self.config.dpgan.latent_dim))
-    return self.generator.apply({"params": state.g_params}, z, labels)
+    params = state.ema_g_params if self.ema else state.g_params
+    return self.generator.apply({"params": params}, z, labels)
 
   def sample(self, state, rng, labels):
     return self._sample(state, rng, labels)

@@ -42,8 +42,17 @@ def paper_config(name: str) -> ml_collections.ConfigDict:
   c.dpgan.ds_beta = 0.99
   c.dpgan.g_lr = 2e-4
   c.dpgan.d_lr = 2e-4
-  c.dpgan.beta1 = 0.5
-  c.dpgan.beta2 = 0.999
+  # Adam's betas per network (upstream: 0.5, 0.999 for both).
+  c.dpgan.g_beta1 = 0.5
+  c.dpgan.g_beta2 = 0.999
+  c.dpgan.d_beta1 = 0.5
+  c.dpgan.d_beta2 = 0.999
+  c.dpgan.loss = "bce"  # 'bce' (upstream: BCE for D, non-saturating for G) or 'hinge'
+  # Exponential moving average of G's parameters (0: off, as upstream). When on, the
+  # average is what is sampled and released; decay min(g_ema_decay, (1 + t) / (10 + t))
+  # at the t-th G step.
+  c.dpgan.g_ema_decay = 0.0
+  c.dpgan.num_fakes = 0  # fakes per D step and G batch; 0: round(qN), as upstream
   c.dpgan.latent_dim = 128
   c.dpgan.g_width = 128
   c.dpgan.d_width = 128
