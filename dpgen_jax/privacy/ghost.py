@@ -39,10 +39,15 @@ Sharp edges (each raises `GhostClippingError`, suggesting strategy='vmap'):
     (the call sequence is traced once per example shape).
 Modules must use only the 'params' collection when re-applied (no rngs, no mutable
 state), which is what a per-example-clipped model needs anyway (no batch norm).
-Precision: norms are computed in float32 at HIGHEST matmul precision, the summed
-gradients at default precision; ||c_i g_i|| <= C holds up to that rounding (on TPU,
-reduced default matmul precision can exceed C by ~1e-3 relative; set
-jax_default_matmul_precision='highest' where that matters).
+Precision: every matrix product of the private computation here, the per-example norms
+AND the clipped sums, runs in float32 at HIGHEST precision (`_einsum`), whatever
+jax_default_matmul_precision says. The norms and the sums are separate products, so
+with a reduced default precision (TF32 on NVIDIA GPUs, bfloat16 passes on TPUs) one
+example's contribution to the sum could exceed C by ~1e-3 relative to the norm that
+decided its clip factor; at HIGHEST both agree to float32 rounding (tests/privacy/
+test_ghost.py checks that every dot product of the clipped sum asks for HIGHEST).
+The 'vmap' strategy clips each materialised per-example gradient by its own norm, so
+its bound holds at any precision.
 """
 
 from collections.abc import Mapping
@@ -276,8 +281,8 @@ def _conv_kernel_grad(module: nn.Conv, x: jax.Array, grad_out: jax.Array) -> jax
   shifted = jnp.stack([jax.lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] + [
       (qi, gi - oi - qi, 0) for qi, gi, oi in zip(q, grid, out)] + [(0, 0, 0)])
                        for q, _ in taps], axis=-2)
-  w = jnp.einsum("npf,npj->fj", xs.reshape(n, -1, xs.shape[-1]),
-                 shifted.reshape(n, -1, len(taps) * o))
+  w = _einsum("npf,npj->fj", xs.reshape(n, -1, xs.shape[-1]),
+              shifted.reshape(n, -1, len(taps) * o))
   blocks = [-(-k // s) for k, s in zip(kernel, strides)]
   w = w.reshape(tuple(strides) + (c,) + tuple(blocks) + (o,))  # (r..., c, q..., o)
   order = [v for d in range(nd) for v in (nd + 1 + d, d)] + [nd, 2 * nd + 1]
@@ -440,8 +445,8 @@ def ghost_clipped_sum(loss_fn: clipping.PerExampleLoss, params: PyTree, batch: P
       if call.kind == "conv":
         grad = {"kernel": _conv_kernel_grad(call.module, x, kernel_g)}
       else:
-        grad = {"kernel": jnp.einsum("tk,to->ko", x.reshape(-1, x.shape[-1]),
-                                     kernel_g.reshape(-1, g.shape[-1]))}
+        grad = {"kernel": _einsum("tk,to->ko", x.reshape(-1, x.shape[-1]),
+                                  kernel_g.reshape(-1, g.shape[-1]))}
       if "bias" in names:
         bias_g = g * _rows(factors[names["bias"]], g)
         grad["bias"] = jnp.sum(bias_g.reshape(-1, g.shape[-1]), axis=0)

@@ -265,3 +265,35 @@ def test_parameters_used_outside_a_module_are_refused():
 
 def test_ghost_is_registered():
   assert clipping.STRATEGIES["ghost"] is ghost.ghost_clipped_sum
+
+
+def _dot_precisions(jaxpr) -> list:
+  """The precision of every dot_general in a (closed) jaxpr and its sub-jaxprs."""
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      out.append(eqn.params["precision"])
+    for value in eqn.params.values():
+      for sub in (value if isinstance(value, (list, tuple)) else [value]):
+        inner = getattr(sub, "jaxpr", None)
+        if inner is not None:
+          out.extend(_dot_precisions(inner if hasattr(inner, "eqns") else inner.jaxpr))
+  return out
+
+
+def test_every_product_of_the_clipped_sum_runs_at_highest_precision():
+  """The norms and the sums are separate products: both at HIGHEST, so that under a
+  reduced default precision (TF32, bfloat16 passes) no example's contribution can exceed
+  the bound its clip factor was computed for. The DCGAN discriminator has only
+  convolutions, so every dot product traced here is ghost clipping's own."""
+  loss, params, batch = _dcgan_case()
+  mask = jnp.ones((batch["x"].shape[0],), bool)
+  spec = clipping.ClippingSpec(clip_norm=0.05)
+  with jax.default_matmul_precision("bfloat16"):
+    jaxpr = jax.make_jaxpr(lambda p, b, m: ghost.ghost_clipped_sum(
+        loss, p, b, m, spec, True))(params, batch, mask)
+  precisions = _dot_precisions(jaxpr.jaxpr)
+  assert len(precisions) >= 4  # Gram / direct norms and the per-layer sums
+  highest = jax.lax.Precision.HIGHEST
+  assert all(p is not None and all(q == highest for q in (p if isinstance(p, tuple) else (p,)))
+             for p in precisions), precisions
