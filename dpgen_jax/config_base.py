@@ -36,7 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.privacy.accountant = "rdp"  # 'rdp' or 'pld' (dp-accounting)
   c.privacy.rdp_orders = "dp_accounting"  # named grid, see privacy/accounting.py
   c.privacy.neighboring = "add_or_remove_one"
-  c.privacy.reproducible_noise = False  # True: noise from train.seed (tests, debugging)
+  # True: batches, random choices of records and noise all follow train.seed (tests,
+  # debugging). The randomness is then public: the run reports no epsilon.
+  c.privacy.reproducible = False
   c.privacy.clipping = "flat"  # 'flat' or 'per_layer'
   c.privacy.clipping_strategy = "vmap"
   c.privacy.max_physical_bsz = 0  # 0: one pass; else lax.scan over chunks of this size
@@ -50,6 +52,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.sample_every = 1000  # PNG grid of samples
   c.train.progress_every_secs = 30.0
+  # Un-noised statistics of the private data (losses on real batches, gradient norms,
+  # clip fractions, batch sizes) are not covered by epsilon. False: TensorBoard and the
+  # progress line show only each method's public metrics. True: the others too, under
+  # 'private/', and privacy.json records that they were written.
+  c.train.log_private_metrics = False
   c.train.prng_impl = "rbg"  # JAX key implementation (see dpgen_jax/rng.py)
 
   c.eval = ml_collections.ConfigDict()

@@ -91,7 +91,7 @@ def jax_step(impl: str, batch_size: int, d_width: int, microbatch: int | None):
   from dpgen_jax import rng
   from dpgen_jax.methods import dpgan
   from dpgen_jax.models import dcgan
-  from dpgen_jax.privacy import clipping, noise
+  from dpgen_jax.privacy import clipping, mechanisms
 
   _, disc = dcgan.make_dcgan(SIZE, 1, NUM_CLASSES, d_width=d_width)
   params = jax.jit(disc.init)(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 1)),
@@ -117,16 +117,18 @@ def jax_step(impl: str, batch_size: int, d_width: int, microbatch: int | None):
 
     def grad_fn(params, batch, key):
       batch = {k: v for k, v in batch.items() if k != "mask"}  # no masks: all rows real
-      return noise.privatize_sum(clipped(params, batch), key, noise_multiplier=1.0,
-                                 sensitivity=1.0, divisor=batch_size)
+      return mechanisms.GaussianSum(noise_multiplier=1.0, clip_norm=1.0,
+                                    divisor=batch_size)(clipped(params, batch), key)
   elif impl.startswith("ours:"):
     strategy = impl.split(":", 1)[1]
 
     def grad_fn(params, batch, key):
       return dpgan.private_discriminator_grad(
           apply, params, batch["x"], batch["y"], batch["t"], batch["mask"],
-          key, clip=clipping.ClippingSpec(clip_norm=1.0), noise_multiplier=1.0,
-          divisor=batch_size, microbatch_size=mb, strategy=strategy)[0]
+          key, clip=clipping.ClippingSpec(clip_norm=1.0),
+          mechanism=mechanisms.GaussianSum(noise_multiplier=1.0, clip_norm=1.0,
+                                           divisor=batch_size),
+          microbatch_size=mb, strategy=strategy)[0]
   else:
     raise ValueError(f"unknown JAX implementation {impl!r}")
 

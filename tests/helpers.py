@@ -45,3 +45,30 @@ def fake_celeba(folder, file_name: str, num_train: int, num_test: int, size: int
            x_test=r.integers(0, 256, (num_test, size, size, 3), dtype=np.uint8),
            y_test=r.integers(0, 2, num_test))
   return str(folder)
+
+
+# Tags the training loop itself writes besides a method's metrics: epsilon and clu's
+# progress report (step rate, uptime), all public.
+LOOP_TAGS = {"privacy/epsilon", "steps_per_sec", "uptime", "samples"}
+
+
+def written_tags(workdir) -> set[str]:
+  """Every TensorBoard tag in the event files directly in `workdir`."""
+  from tensorflow.compat.v1 import train as tf_train
+  tags = set()
+  for name in os.listdir(workdir):
+    if name.startswith("events.out.tfevents"):
+      for event in tf_train.summary_iterator(os.path.join(workdir, name)):
+        tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+def assert_only_public_tags(workdir, method) -> None:
+  """A private run with default settings wrote only the method's declared public
+  metrics and the loop's own tags (nothing under 'private/', no subsampling outcome)."""
+  tags = written_tags(workdir)
+  allowed = set(method.public_metrics) | LOOP_TAGS
+  assert tags, f"no TensorBoard tags in {workdir}"
+  assert tags <= allowed, f"undeclared tags written: {sorted(tags - allowed)}"
+  assert not any(t.startswith("private/") or "discriminator" in t or "batch/" in t
+                 for t in tags), sorted(tags)

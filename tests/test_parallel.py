@@ -14,7 +14,7 @@ from tests import helpers
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from dpgen_jax import parallel, rng
-    from dpgen_jax.privacy import clipping, noise
+    from dpgen_jax.privacy import clipping, mechanisms
     from dpgen_jax.data.dataset import DataSpec
     from dpgen_jax.methods import dpgan
     from tests import helpers
@@ -46,8 +46,8 @@ SCRIPT = textwrap.dedent("""
       assert len(s4["w"].sharding.device_set) == 4  # the sum is replicated on all devices
 
     # Noise is drawn once: every device holds the same noised sum.
-    noised = jax.jit(lambda s, k: noise.privatize_sum(s, k, noise_multiplier=1.0,
-                                                      sensitivity=0.3, divisor=4.0),
+    mech = mechanisms.GaussianSum(noise_multiplier=1.0, clip_norm=0.3, divisor=4.0)
+    noised = jax.jit(lambda s, k: mech(s, k),
                      out_shardings=parallel.replicated(mesh4))(s4, rng.make_key(3))
     shards = [np.asarray(x.data) for x in noised["w"].addressable_shards]
     assert all(np.array_equal(shards[0], s) for s in shards[1:])

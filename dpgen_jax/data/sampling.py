@@ -6,13 +6,17 @@ recompile for; so each batch is padded to a static size M with a boolean mask
 (`True` = real example). Padded rows point at example 0 and must contribute exactly
 zero (the clipping code multiplies by the mask).
 
-Nothing is ever truncated or resampled: both would change the sampling scheme the
-accountant assumes. M is chosen so that a realised size above it is rare; when it
+Which records join a step must stay secret (amplification by subsampling assumes it):
+the sampler draws from a generator the caller derives from the run's secret root
+(`privacy.randomness.SecretRoot.numpy_generator('poisson', step)`), never from a
+public seed. Nothing is ever truncated or resampled: both would change the sampling
+scheme the accountant assumes. M is chosen so that a realised size above it is rare; when it
 happens the batch grows to the next multiple of M (one extra compilation for that
 shape), and the run records it.
 """
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 from scipy import stats
@@ -38,20 +42,23 @@ class PaddedIndices:
 
 
 class PoissonSampler:
-  """Deterministic Poisson batches: the batch of step t depends only on (seed, t).
+  """Poisson batches: the batch of step t is a function of `generator_for_step(t)`.
 
-  That makes a resumed run draw exactly the batches an uninterrupted run would, with
-  no sampler state in the checkpoint. The realised size is Binomial(N, q) and the
-  members a uniform subset of that size: the same distribution as one Bernoulli(q)
-  draw per example, at a fraction of the cost for small q.
+  With the generator derived from the run's secret root and the step, the batch of
+  step t depends only on (root, t): a resumed run (the root is in the checkpoint) draws
+  exactly the batches an uninterrupted run would, with no sampler state to save. The
+  realised size is Binomial(N, q) and the members a uniform subset of that size: the
+  same distribution as one Bernoulli(q) draw per example, at a fraction of the cost for
+  small q.
   """
 
-  def __init__(self, num_examples: int, sampling_rate: float, seed: int, *,
+  def __init__(self, num_examples: int, sampling_rate: float,
+               generator_for_step: Callable[[int], np.random.Generator], *,
                padded_size: int | None = None, overflow_probability: float = 1e-6,
                multiple: int = 1):
     self.num_examples = int(num_examples)
     self.sampling_rate = float(sampling_rate)
-    self.seed = int(seed)
+    self.generator_for_step = generator_for_step
     self.multiple = int(multiple)
     self.overflow_probability = overflow_probability
     self.padded_size = int(padded_size) if padded_size else padded_batch_size(
@@ -59,7 +66,7 @@ class PoissonSampler:
         multiple=multiple)
 
   def sample(self, step: int) -> PaddedIndices:
-    rng = np.random.default_rng([self.seed, 0x5A11, int(step)])
+    rng = self.generator_for_step(int(step))
     size = int(rng.binomial(self.num_examples, self.sampling_rate))
     members = rng.choice(self.num_examples, size=size, replace=False)
     physical = max(self.padded_size, -(-size // self.padded_size) * self.padded_size)

@@ -153,6 +153,8 @@ class Evaluator:
               "num_samples": int(e.num_samples), "labels": e.labels}
     if caveat:
       record["epsilon_caveat"] = caveat
+    if "epsilon_bound" in ledger:  # the shown epsilon is not a bound (GS-WGAN 'upstream')
+      record["epsilon_bound"] = ledger["epsilon_bound"]
     for name in e.metrics:
       t = time.time()
       values = metrics_lib.compute(name, self.ctx, gen_x, gen_y)
@@ -202,8 +204,8 @@ class Evaluator:
         if only in done:
           log.info("Checkpoint %d is already in %s.", only, METRICS_FILE)
           return records
-      else:
-        todo = [s for s in available if s not in done and s not in failed]
+      else:  # checkpoint 0 (the untrained state, kept for exact replay) only on request
+        todo = [s for s in available if s not in done and s not in failed and s > 0]
       for step in todo:
         record = self.evaluate_step(step)
         (failed if record is None else done).add(step)

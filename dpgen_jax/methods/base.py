@@ -38,11 +38,21 @@ class Method(abc.ABC):
     self.spec = spec
     self.mesh = mesh
 
-  def setup(self, workdir: str, dataset) -> dict | None:
-    """Called by the training loop once, before `init`, with the run folder and the
-    loaded `Dataset`. Methods that draw their own batches (e.g. from disjoint
-    shards) or have a separate stage (e.g. pretraining saved in the workdir) use it;
-    the default does nothing. Not called by the eval job.
+  # Metrics of `train_step` that are functions of released outputs (the noised update,
+  # the released generator, a discriminator trained with DP-SGD) or of public data only:
+  # the only ones logged by default in a private run (the loop writes the others only
+  # with train.log_private_metrics, under 'private/'). tests/privacy/test_logging.py
+  # checks every method's default tags against this declaration.
+  public_metrics: frozenset = frozenset()
+
+  def setup(self, workdir: str, dataset, secret) -> dict | None:
+    """Called by the training loop once, before `init`, with the run folder, the
+    loaded `Dataset` and the run's secret root of randomness (a
+    `privacy.randomness.SecretRoot`, restored from the checkpoints on resume): every
+    random choice of private records made here (e.g. mean samples) must come from it.
+    Methods that draw their own batches (e.g. from disjoint shards) or have a separate
+    stage (e.g. pretraining saved in the workdir) use it; the default does nothing.
+    Not called by the eval job.
 
     Returns None to go on with training, or a summary dict to end the run there
     (a stage-only run, e.g. pretraining alone: no accounted step is taken)."""
@@ -59,8 +69,9 @@ class Method(abc.ABC):
       state: the current state.
       batch: {'x', 'y', 'mask'}: the padded Poisson batch of real examples (mask False
         on padding rows) placed on the mesh.
-      rngs: {'model': key for sampling latents/fakes (reproducible from train.seed),
-        'noise': key for privacy noise (OS entropy unless privacy.reproducible_noise)}.
+      rngs: {'model': key for latents, fake labels and every random choice of private
+        records (a discriminator, microbatch ids), 'noise': key for privacy noise}; both
+        derived from the run's secret root and the step (privacy/randomness.py).
     Returns:
       (new state, metrics: dict of scalar arrays).
     """

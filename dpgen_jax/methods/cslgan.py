@@ -65,6 +65,16 @@ def fixed_events(config, num_examples: int) -> list:
     return []
   spec = registry.static_spec(config.data)
   k = spec.num_classes if _conditional(config) else 1
+  one = dp.mean_sample_event(g.mean_sample_noise_std, g.mean_sample_size, spec.example_shape,
+                            mean_sample_rate(config, num_examples), 1, 1).event
+  return [(one, g.num_mean_samples * k)]
+
+
+def mean_sample_rate(config, num_examples: int) -> float:
+  """The Poisson rate of every mean-sample release: size / N, or for a conditional model
+  size / (the smallest class size of the config or of the standard MNIST split), the
+  same for every class. It depends on the config only, never on the private labels."""
+  g = config.cslgan
   smallest = min_class_size(config, num_examples) if _conditional(config) else num_examples
   errors.require(smallest is not None,
                  "conditional mean samples need cslgan.mean_sample_min_class_size (the smallest "
@@ -72,9 +82,7 @@ def fixed_events(config, num_examples: int) -> list:
   rate = g.mean_sample_size / smallest
   errors.require(rate <= 1.0, f"cslgan.mean_sample_size = {g.mean_sample_size} exceeds the "
                               f"smallest group size {smallest}.")
-  one = dp.mean_sample_event(g.mean_sample_noise_std, g.mean_sample_size, spec.example_shape,
-                            rate, 1, 1).event
-  return [(one, g.num_mean_samples * k)]
+  return float(rate)
 
 
 def privacy_fields(config, num_examples: int) -> dict:

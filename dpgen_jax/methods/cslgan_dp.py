@@ -16,11 +16,13 @@ Only D touches private data. Guarantees:
     Adaptive thresholds come from public data / mean samples and D: no extra cost.
   is (immediate sensitivity; NOT formally DP).  The noise scale is computed from the
     private batch and is itself not privatised; its "epsilon" is approximate only.
-  mean samples.  Per class, each example is kept with probability size/n_c; the kept
-    images, centred at 0.5, are summed, divided by `size`, shifted back by 0.5 and get
-    N(0, std^2) per pixel: a Poisson-subsampled Gaussian with L2 sensitivity
-    sqrt(d)/(2 size) (d = the true number of pixel values), accounted with
-    q = size / (smallest class size) over num_mean_samples x K releases.
+  mean samples.  Per class, each example is kept with the fixed probability
+    q = size / (smallest class size the accounting assumes) (size / N unconditional),
+    the same for every class and never the class's own size, which would make the rate
+    depend on the data; the kept images, centred at 0.5, are summed, divided by `size`,
+    shifted back by 0.5 and get N(0, std^2) per pixel: a Poisson-subsampled Gaussian
+    with L2 sensitivity sqrt(d)/(2 size) (d = the true number of pixel values),
+    accounted with rate q over num_mean_samples x K releases (`mean_sample_mechanism`).
 """
 
 import dataclasses
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dpgen_jax.privacy import clipping, noise
+from dpgen_jax.privacy import clipping, mechanisms
 
 PyTree = dict
 
@@ -160,10 +162,16 @@ def gc_clipped_sum(spec: LossSpec, d_apply, params, real, fake, clip: clipping.C
   return total, norms, mask
 
 
+def gc_mechanism(noise_multiplier: float, sensitivity, divisor: float) -> mechanisms.GaussianSum:
+  """(S + N(0, (sigma * C_tot)^2)) / B: one draw for the whole step; C_tot may be a traced
+  adaptive bound (from public data), the event is Gaussian(sigma) either way."""
+  return mechanisms.GaussianSum(noise_multiplier=noise_multiplier, clip_norm=sensitivity,
+                                sensitivity_factor=1.0, divisor=divisor)
+
+
 def gc_privatize(total, key, *, noise_multiplier: float, sensitivity, divisor: float):
-  """(S + N(0, (sigma * C_tot)^2)) / B: one draw for the whole step."""
-  return noise.privatize_sum(total, key, noise_multiplier=noise_multiplier,
-                             sensitivity=sensitivity, divisor=divisor)
+  """`gc_mechanism(...)(total, key)`."""
+  return gc_mechanism(noise_multiplier, sensitivity, divisor)(total, key)
 
 
 def adaptive_bounds(spec: LossSpec, d_apply, params, pub_x, pub_y, fake_x, fake_y, *,
@@ -244,41 +252,47 @@ def is_noise(g, sens, key, *, noise_multiplier: float, scaling: PyTree | None, s
 
 # ------------------------------------------------------------------------ mean samples
 
+def mean_sample_mechanism(noise_std: float, mean_size: int, image_shape) -> mechanisms.GaussianSum:
+  """One noised mean sample as a GaussianSum: the sum of centred images (each of norm at
+  most sqrt(d)/2, d = the true number of pixel values), noise std noise_std * size,
+  divided by size; i.e. N(0, noise_std^2) per pixel of the mean."""
+  half_norm = math.sqrt(math.prod(image_shape)) / 2.0
+  return mechanisms.GaussianSum(noise_multiplier=float(noise_std) * mean_size / half_norm,
+                                clip_norm=half_norm, sensitivity_factor=1.0,
+                                divisor=float(mean_size))
+
+
 def mean_sample_noise_multiplier(noise_std: float, mean_size: int, image_shape) -> float:
   """noise std / L2 sensitivity, sensitivity sqrt(d) / (2 size) (true image shape)."""
-  sens = math.sqrt(math.prod(image_shape)) / (2.0 * mean_size)
-  return float(noise_std) / sens
-
-
-def mean_sample_rate(mean_size: int, train_y: np.ndarray | None, num_examples: int,
-                     conditional: bool, num_classes: int, class_sizes=None) -> float:
-  """q = size / N, or size / (smallest class size) for conditional models."""
-  if not conditional:
-    return mean_size / num_examples
-  if class_sizes is None:
-    class_sizes = np.bincount(train_y, minlength=num_classes)
-  return mean_size / float(min(class_sizes))
+  return mean_sample_mechanism(noise_std, mean_size, image_shape).effective_noise_multiplier
 
 
 def mean_sample_event(noise_std, mean_size, image_shape, rate, num_mean_samples,
                       num_releases_per_sample) -> dp_accounting.DpEvent:
-  one = dp_accounting.PoissonSampledDpEvent(
-      rate, dp_accounting.GaussianDpEvent(
-          mean_sample_noise_multiplier(noise_std, mean_size, image_shape)))
+  one = mean_sample_mechanism(noise_std, mean_size, image_shape).poisson_event(rate)
   return dp_accounting.SelfComposedDpEvent(one, int(num_mean_samples * num_releases_per_sample))
 
 
 def make_mean_samples(train_x: np.ndarray, train_y: np.ndarray, *, num: int, size: int,
-                      noise_std: float, conditional: bool, num_classes: int,
-                      rng: np.random.Generator):
-  """`num` rounds of noised means (one per class if conditional); (images, labels)."""
+                      noise_std: float, conditional: bool, num_classes: int, rate: float,
+                      rng: np.random.Generator, noise_key: jax.Array):
+  """`num` rounds of noised means (one per class if conditional); (images, labels).
+
+  Each example of a group joins a release with probability `rate`, the rate the
+  accountant composes (the same for every class); membership is drawn with `rng` and
+  the noise with `noise_key`, both from the run's secret root."""
+  if not 0.0 < rate <= 1.0:
+    raise ValueError(f"mean-sample rate must be in (0, 1], got {rate}")
   groups = ([np.flatnonzero(train_y == k) for k in range(num_classes)] if conditional
             else [np.arange(len(train_x))])
+  mechanism = mean_sample_mechanism(noise_std, size, train_x.shape[1:])
   images, labels = [], []
-  for _ in range(num):
+  for r in range(num):
     for k, idx in enumerate(groups):
-      keep = idx[rng.random(len(idx)) < min(1.0, size / len(idx))]
-      centred = np.sum(train_x[keep].astype(np.float64) - 0.5, axis=0) / size
-      images.append(0.5 + centred + rng.normal(0.0, noise_std, centred.shape))
+      keep = idx[rng.random(len(idx)) < rate]
+      centred_sum = np.sum(train_x[keep].astype(np.float64) - 0.5, axis=0)
+      key = jax.random.fold_in(jax.random.fold_in(noise_key, r), k)
+      mean = mechanism(jnp.asarray(centred_sum, jnp.float32), key)
+      images.append(0.5 + np.asarray(mean, np.float64))
       labels.append(k)
   return np.asarray(images, np.float32), np.asarray(labels, np.int32)

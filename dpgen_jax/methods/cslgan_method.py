@@ -35,6 +35,11 @@ class CSLGANState:
 
 class CSLGAN(base.Method):
 
+  # Under DP, D is private (gc: DP-SGD); the adversarial loss is computed on public data or
+  # mean samples and fakes, the clip total from public data: post-processing. Gradient
+  # norms and the immediate sensitivity read the private batch.
+  public_metrics = frozenset({"g_loss", "g_steps", "d_adv_loss", "d_clip_total"})
+
   def __init__(self, config, spec, mesh, *, public_source, g_threshold):
     super().__init__(config, spec, mesh)
     g, p = config.cslgan, config.privacy
@@ -101,30 +106,25 @@ class CSLGAN(base.Method):
   def _g_apply(self, params, z, y):
     return self.generator.apply({"params": params}, z, y)
 
-  def setup(self, workdir, dataset):
+  def setup(self, workdir, dataset, secret):
     g = self.config.cslgan
+    self.secret = secret
     if g.public_set_size:
       n = int(g.public_set_size)
       self.public = (jnp.asarray(dataset.test_x[:n]), jnp.asarray(dataset.test_y[:n]))
     if g.num_mean_samples:
-      if self.arch != "none":
-        sizes = np.bincount(dataset.train_y, minlength=self.k)
-        configured = g.get("mean_sample_min_class_size")
-        errors.require(not configured or min(sizes) >= configured,
-                       f"the smallest class has {min(sizes)} examples, fewer than "
-                       f"cslgan.mean_sample_min_class_size = {configured} used for accounting.")
-        from dpgen_jax.methods import cslgan
-        assumed = cslgan.min_class_size(self.config, len(dataset.train_y))
-        errors.require(assumed is None or min(sizes) >= assumed,
-                       f"the smallest class has {min(sizes)} examples, fewer than the "
-                       f"{assumed} the accounting assumes.")
-      seed = None if not self.config.privacy.reproducible_noise else \
-          [int(self.config.train.seed), 0x3EA5]
-      rng = np.random.default_rng(seed)  # OS entropy unless reproducible_noise
+      # The rate is the accounted one, fixed by the config (never the classes' actual
+      # sizes): the release is then a Poisson-subsampled Gaussian whatever the data.
+      # Membership and noise come from the secret root, so a resumed run recomputes
+      # exactly the stored (released) mean samples.
+      from dpgen_jax.methods import cslgan
       self.means_host = dp.make_mean_samples(
           dataset.train_x, dataset.train_y, num=int(g.num_mean_samples),
           size=int(g.mean_sample_size), noise_std=float(g.mean_sample_noise_std),
-          conditional=self.arch != "none", num_classes=self.k, rng=rng)
+          conditional=self.arch != "none", num_classes=self.k,
+          rate=cslgan.mean_sample_rate(self.config, len(dataset.train_y)),
+          rng=secret.numpy_generator("cslgan/mean_samples"),
+          noise_key=secret.key("cslgan/mean_samples", self.config.train.prng_impl))
     if self.shuffle:
       get_logger().warning(
           "data.sampling='shuffle': batches are shuffled fixed-size batches (as upstream), but "
@@ -289,11 +289,13 @@ class CSLGAN(base.Method):
     return state, metrics
 
   def _shuffled_batch(self, step: int):
-    """Upstream's loader: a fresh permutation per epoch, fixed batches, last one partial."""
+    """Upstream's loader: a fresh permutation per epoch, fixed batches, last one partial.
+    The permutation comes from the run's secret root (which records form a batch is
+    secret, as with Poisson sampling)."""
     n = len(self.train_x)
     per_epoch = -(-n // self.B)
     epoch, j = divmod(step, per_epoch)
-    perm = np.random.default_rng([int(self.config.train.seed), 0x5F, epoch]).permutation(n)
+    perm = self.secret.numpy_generator("cslgan/shuffle", epoch).permutation(n)
     idx = perm[j * self.B:(j + 1) * self.B]
     mask = np.zeros((self.B,), bool)
     mask[:len(idx)] = True

@@ -40,11 +40,10 @@ import optax
 from dpgen_jax import errors
 from dpgen_jax.methods import base
 from dpgen_jax.models import sinkhorn_generators as generators
-from dpgen_jax.privacy import accounting, noise
+from dpgen_jax.privacy import accounting, mechanisms
 from dpgen_jax.sinkhorn import costs, loss as losses, solver
 
 LOSSES = ("semi_debiased", "full_divergence")
-SENSITIVITY_FACTOR = 2.0  # the add/remove-one sensitivity of the clipped block is 2C
 NORM_EPS = 1e-6
 
 
@@ -61,10 +60,19 @@ def fake_batch_sizes(config) -> tuple[int, int]:
   return n, extra
 
 
+def sanitizer(config) -> mechanisms.ImageGradientSanitizer:
+  """The `img_grad` mechanism: the whole (n, ...) block of image gradients clipped to C
+  (factor min(1, C / (||G||_F + 1e-6))), N(0, (2 C sigma)^2) on every entry."""
+  p = config.privacy
+  return mechanisms.ImageGradientSanitizer(
+      clip_norm=float(p.clip_norm),
+      noise_multiplier=float(p.noise_multiplier) if p.enabled else 0.0,
+      clip=mechanisms.BLOCK, norm_eps=NORM_EPS)
+
+
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
   q = sampling_rate(config.train.batch_size, num_examples)
-  return dp_accounting.PoissonSampledDpEvent(
-      q, dp_accounting.GaussianDpEvent(config.privacy.noise_multiplier))
+  return dp_accounting.PoissonSampledDpEvent(q, sanitizer(config).event())
 
 
 def upstream_run_length(num_examples: int, batch_size: int, noise_multiplier: float,
@@ -95,12 +103,12 @@ def privacy_fields(config, num_examples: int) -> dict:
   p = config.privacy
   bsz = config.train.batch_size
   n, extra = fake_batch_sizes(config)
+  mech = sanitizer(config) if p.enabled and p.noise_multiplier is not None else None
   fields = dict(
       sampling_rate=sampling_rate(bsz, num_examples),
       noise_multiplier=p.noise_multiplier if p.enabled else None,
-      clip_norm=p.clip_norm, sensitivity=SENSITIVITY_FACTOR * p.clip_norm,
-      noise_std_per_pixel=(SENSITIVITY_FACTOR * p.clip_norm * p.noise_multiplier
-                           if p.enabled and p.noise_multiplier is not None else None),
+      clip_norm=p.clip_norm, sensitivity=2.0 * p.clip_norm,
+      noise_std_per_pixel=mech.noise_std if mech is not None else None,
       expected_real_batch_size=float(bsz), fake_batch_size=n, extra_fake_batch_size=extra,
       mechanism="img_grad: the loss gradient w.r.t. the n generated images clipped as one "
                 "block to C, plus N(0, (2 C sigma)^2) per pixel (sensitivity 2C); extra "
@@ -177,23 +185,6 @@ def sinkhorn_config(config, spec) -> solver.SinkhornConfig:
                                cost=s.cost, mixture=float(s.mixture_fraction))
 
 
-def clip_block(grad: jax.Array, clip_norm: float) -> tuple[jax.Array, jax.Array]:
-  """grad * min(1, C / (||grad||_F + 1e-6)) over the whole block; (clipped, norm)."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(grad)))
-  return grad * jnp.minimum(1.0, clip_norm / (norm + NORM_EPS)), norm
-
-
-def sanitize_image_grad_block(grad: jax.Array, key: jax.Array, *, clip_norm: float,
-                              noise_multiplier: float) -> tuple[jax.Array, jax.Array]:
-  """The `img_grad` mechanism: clip the whole block to C, add N(0, (2 C sigma)^2) to
-  every entry. For any two real batches differing in one example the clipped blocks
-  differ by at most 2C in L2 norm, so this is the Gaussian mechanism with noise
-  multiplier sigma. Returns (sanitised block, norm before clipping)."""
-  clipped, norm = clip_block(grad, clip_norm)
-  std = SENSITIVITY_FACTOR * clip_norm * noise_multiplier
-  return clipped + noise.gaussian_noise_like(clipped, key, std), norm
-
-
 @flax.struct.dataclass
 class SinkhornState:
   params: dict
@@ -204,6 +195,10 @@ class SinkhornState:
 
 class DPSinkhorn(base.Method):
   """DP-Sinkhorn as a `base.Method`."""
+
+  # The extra fakes' block reads no real data; the parameter gradient is the pull-back
+  # of the sanitised block. The loss and the clean image-gradient norm read the batch.
+  public_metrics = frozenset({"extra_grad_norm", "param_grad_norm"})
 
   def __init__(self, config, spec, mesh):
     super().__init__(config, spec, mesh)
@@ -221,6 +216,7 @@ class DPSinkhorn(base.Method):
     self.q = sampling_rate(config.train.batch_size, spec.num_train)
     self.num_fakes, self.num_extra = fake_batch_sizes(config)
     self.ot = sinkhorn_config(config, spec)
+    self.sanitizer = sanitizer(config)
     self.tx = optax.chain(optax.add_decayed_weights(s.weight_decay),
                           optax.adam(s.lr, b1=s.beta1, b2=s.beta2, eps=1e-8))
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
@@ -286,9 +282,8 @@ class DPSinkhorn(base.Method):
     loss, (g_main, g_extra) = jax.value_and_grad(self.loss, argnums=(0, 1))(
         x_main, x_extra, labels, real_x, batch["y"], batch["mask"])
     if p.enabled:
-      g_main, main_norm = sanitize_image_grad_block(
-          g_main, rngs["noise"], clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier)
-      g_extra, extra_norm = clip_block(g_extra, p.clip_norm)
+      g_main, main_norm = self.sanitizer(g_main, rngs["noise"])
+      g_extra, extra_norm = self.sanitizer.clip_only(g_extra)
     else:  # non-private: the raw image gradients, as upstream without --dp
       main_norm = jnp.sqrt(jnp.sum(jnp.square(g_main)))
       extra_norm = jnp.sqrt(jnp.sum(jnp.square(g_extra)))

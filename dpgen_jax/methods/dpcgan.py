@@ -57,7 +57,7 @@ from dpgen_jax import errors, parallel
 from dpgen_jax.data import tabular
 from dpgen_jax.methods import base
 from dpgen_jax.models import mlp_gan
-from dpgen_jax.privacy import accounting, clipping, noise
+from dpgen_jax.privacy import accounting, clipping, mechanisms
 
 
 def sampling_rate(batch_size: int, num_examples: int) -> float:
@@ -70,16 +70,25 @@ def sensitivity_factor(num_microbatches: int, batch_size: int) -> int:
   return 1 if num_microbatches == batch_size else 2
 
 
+def mechanism(config) -> mechanisms.GaussianSum:
+  """The D step's mechanism: the real sum of clipped records (examples for m = B,
+  microbatch means else: sensitivity factor f), noise std sigma C in both cases (as
+  upstream), divided by the constant m."""
+  m, bsz = config.dpcgan.num_microbatches, config.train.batch_size
+  return mechanisms.GaussianSum(
+      noise_multiplier=float(config.privacy.noise_multiplier),
+      clip_norm=float(config.privacy.clip_norm),
+      sensitivity_factor=float(sensitivity_factor(m, bsz)), divisor=float(m))
+
+
 def accounted_noise_multiplier(config) -> float:
   """sigma / f: the multiplier of the Gaussian mechanism the D step actually is."""
-  f = sensitivity_factor(config.dpcgan.num_microbatches, config.train.batch_size)
-  return float(config.privacy.noise_multiplier) / f
+  return mechanism(config).effective_noise_multiplier
 
 
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
   q = sampling_rate(config.train.batch_size, num_examples)
-  return dp_accounting.PoissonSampledDpEvent(
-      q, dp_accounting.GaussianDpEvent(accounted_noise_multiplier(config)))
+  return mechanism(config).poisson_event(q)
 
 
 def privacy_fields(config, num_examples: int) -> dict:
@@ -220,15 +229,15 @@ def bce_with_logits(logit, target):
 
 def discriminator_grad(d_apply, d_params, real: dict, fake: dict, group_key, noise_key, *,
                        num_microbatches: int, clip: clipping.ClippingSpec,
-                       noise_multiplier: float, mesh=None, chunk_size: int | None = None,
-                       strategy: str = "vmap"):
+                       mechanism: mechanisms.GaussianSum, mesh=None,
+                       chunk_size: int | None = None, strategy: str = "vmap"):
   """The privatised D gradient of dpcgan.md §3.2 (see the module docstring).
 
   Args:
     real: {'x', 'y', 'mask'}: the padded Poisson batch in the model domain.
     fake: {'x', 'y'}: the B fakes (B a multiple of num_microbatches).
   Returns:
-    (gradient, norms, present): (S_real + S_fake + N(0, (noise_multiplier C)^2 I)) / m,
+    (gradient, norms, present): (S_real + S_fake + N(0, (sigma C)^2 I)) / m (`mechanism`),
     the unclipped norms of the clipped records (per row for m = B, per microbatch
     else) and which records exist (real rows / non-empty microbatches).
   """
@@ -263,10 +272,8 @@ def discriminator_grad(d_apply, d_params, real: dict, fake: dict, group_key, noi
                                                   clip, chunk_size=chunk_size)
     mask = counts > 0
   # Noise std sigma C in both modes, as upstream: for m < B the sensitivity is 2C, which
-  # the accountant reflects (multiplier sigma / 2), not the noise.
-  grad = noise.privatize_sum(total, noise_key, noise_multiplier=noise_multiplier,
-                             sensitivity=clip.clip_norm, divisor=m)
-  return grad, norms, mask
+  # the mechanism's event reflects (multiplier sigma / 2), not the noise.
+  return mechanism(total, noise_key), norms, mask
 
 
 @flax.struct.dataclass
@@ -289,6 +296,10 @@ def d_learning_rate(config) -> optax.Schedule:
 class DPCGAN(base.Method):
   """DP-CGAN as a `base.Method`."""
 
+  # D is trained with DP-SGD: its loss and accuracy on fakes, and G's loss against the
+  # updated D, are post-processing; the real-batch statistics are not.
+  public_metrics = frozenset({"d_loss_fake", "d_acc_fake", "d_lr", "g_loss"})
+
   def __init__(self, config, spec, mesh):
     super().__init__(config, spec, mesh)
     g = config.dpcgan
@@ -302,6 +313,7 @@ class DPCGAN(base.Method):
     self.m = int(g.num_microbatches)
     self.q = sampling_rate(self.batch_size, spec.num_train)
     self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
+    self.mechanism = mechanism(config) if config.privacy.enabled else None
     self.d_lr = d_learning_rate(config)
     self.d_tx = optax.sgd(self.d_lr)
     self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=g.g_eps)
@@ -340,8 +352,7 @@ class DPCGAN(base.Method):
     if self.config.privacy.enabled:
       grad, norms, present = discriminator_grad(
           self._d_apply, state.d_params, real, fake, kgroups, rngs["noise"],
-          num_microbatches=self.m, clip=self.clip,
-          noise_multiplier=self.config.privacy.noise_multiplier, mesh=self.mesh,
+          num_microbatches=self.m, clip=self.clip, mechanism=self.mechanism, mesh=self.mesh,
           chunk_size=int(self.config.privacy.max_physical_bsz) or None,
           strategy=self.config.privacy.clipping_strategy)
       # Fraction of clipped records (real and fake rows, or non-empty microbatches).

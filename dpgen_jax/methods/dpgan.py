@@ -30,7 +30,7 @@ import optax
 from dpgen_jax import errors, parallel
 from dpgen_jax.methods import base
 from dpgen_jax.models import dcgan
-from dpgen_jax.privacy import clipping, noise
+from dpgen_jax.privacy import clipping, mechanisms
 
 ND_LADDER = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -81,10 +81,19 @@ def ema_decay(g_steps, max_decay: float):
   return jnp.minimum(max_decay, (1.0 + t) / (10.0 + t))
 
 
+def mechanism(config, num_examples: int) -> mechanisms.GaussianSum:
+  """The D step's mechanism: the clipped sum over real and fake rows (sensitivity C:
+  one real example adds or removes one clipped gradient; fakes are not data), noise
+  N(0, (sigma C)^2), divided by the constant int(qN) + fakes."""
+  return mechanisms.GaussianSum(
+      noise_multiplier=float(config.privacy.noise_multiplier),
+      clip_norm=float(config.privacy.clip_norm), sensitivity_factor=1.0,
+      divisor=dp_divisor(config.train.batch_size, num_examples, config.dpgan.num_fakes))
+
+
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
   q = sampling_rate(config.train.batch_size, num_examples)
-  return dp_accounting.PoissonSampledDpEvent(
-      q, dp_accounting.GaussianDpEvent(config.privacy.noise_multiplier))
+  return mechanism(config, num_examples).poisson_event(q)
 
 
 def privacy_fields(config, num_examples: int) -> dict:
@@ -192,16 +201,15 @@ def bce_with_logits(logit, target):
 
 
 def private_discriminator_grad(d_apply, d_params, x, y, target, mask, noise_key, *,
-                               clip: clipping.ClippingSpec, noise_multiplier: float,
-                               divisor: float, mesh=None, microbatch_size=None,
-                               strategy: str = "vmap", loss_name: str = "bce"):
+                               clip: clipping.ClippingSpec, mechanism: mechanisms.GaussianSum,
+                               mesh=None, microbatch_size=None, strategy: str = "vmap",
+                               loss_name: str = "bce"):
   """The privatised D gradient of dpgan.md §2.5 steps 3-8, and per-example logits.
 
   `x, y, target, mask` hold real and fake rows together (target 1 real, 0 fake; mask
-  False on padding). Each row's loss gradient (BCE or hinge, `loss_name`) is clipped,
-  the clipped sum gets one
-  N(0, (noise_multiplier * C)^2) draw, and the result is divided by `divisor`.
-  Returns (gradient, logits, per-example gradient norms).
+  False on padding). Each row's loss gradient (BCE or hinge, `loss_name`) is clipped
+  to C, and `mechanism` adds one N(0, (sigma C)^2) draw to the clipped sum and divides
+  it by its constant divisor. Returns (gradient, logits, per-example gradient norms).
   """
   def loss(params, ex):
     logit = d_apply(params, ex["x"][None], ex["y"][None])[0]
@@ -216,13 +224,15 @@ def private_discriminator_grad(d_apply, d_params, x, y, target, mask, noise_key,
     total, norms, logits = parallel.sharded_clipped_grad_sum(
         mesh, loss, d_params, batch, mask, clip, microbatch_size=microbatch_size,
         strategy=strategy, has_aux=True)
-  grad = noise.privatize_sum(total, noise_key, noise_multiplier=noise_multiplier,
-                             sensitivity=clip.sensitivity, divisor=divisor)
-  return grad, logits, norms
+  return mechanism(total, noise_key), logits, norms
 
 
 class DPGAN(base.Method):
   """dpgan-revisit as a `base.Method`."""
+
+  # D is trained with DP-SGD, so anything computed from D and generated samples is
+  # post-processing; d_loss, d_acc_real and d_clip_fraction read the real batch.
+  public_metrics = frozenset({"g_loss", "g_steps", "n_d", "ema_acc_fake", "d_acc_fake"})
 
   def __init__(self, config, spec, mesh):
     super().__init__(config, spec, mesh)
@@ -241,6 +251,7 @@ class DPGAN(base.Method):
     self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=1e-8)
     self.d_tx = optax.adam(g.d_lr, b1=g.d_beta1, b2=g.d_beta2, eps=1e-8)
     self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
+    self.mechanism = mechanism(config, n) if config.privacy.enabled else None
     self.max_physical = int(config.privacy.max_physical_bsz)
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
@@ -313,8 +324,7 @@ class DPGAN(base.Method):
     if self.config.privacy.enabled:
       grad, logits, norms = private_discriminator_grad(
           self._d_apply, state.d_params, x, y, target, mask, key_noise, clip=self.clip,
-          noise_multiplier=self.config.privacy.noise_multiplier, divisor=self.divisor,
-          mesh=self.mesh, microbatch_size=microbatch,
+          mechanism=self.mechanism, mesh=self.mesh, microbatch_size=microbatch,
           strategy=self.config.privacy.clipping_strategy, loss_name=self.loss)
       clipped = jnp.sum((norms > self.clip.clip_norm) & mask) / jnp.sum(mask)
     else:

@@ -6,38 +6,41 @@ Spec: docs/methods/gswgan.md. Two stages, both run by `--mode=train`:
   discriminators, each trained non-privately on its own disjoint shard of n = N // K
   examples with a throwaway generator, vmapped over chunks, saved with Orbax;
 * main training ('main' or 'both'): one `train_step` = one generator iteration:
-  1. pick one discriminator k uniformly at random;
-  2. `critic_iters` (5) WGAN-GP + drift steps of D_k on its shard (non-private), with
-     D_k's own Adam state (fresh at the start of main training, as upstream);
-  3. the generator step with B = train.batch_size fakes: g_i = d D_k(x_i, y_i)/d x_i,
+  1. the choice of critics (from the run's secret root), by `gswgan.selection`:
+     'per_row' (default): each of the B rows draws its own discriminator k_i uniformly,
+       independently of the other rows; 'per_step' (upstream's code): one k for all B rows;
+  2. `critic_iters` (5) WGAN-GP + drift steps of each selected critic on its shard
+     (non-private), with its own Adam state (fresh at the start of main training, as
+     upstream); a critic drawn twice in one step is trained once per draw from the
+     same state and the first copy is kept;
+  3. the generator step with B = train.batch_size fakes: g_i = d D_k(i)(x_i, y_i)/d x_i,
      clipped to C and perturbed by N(0, (2 C sigma)^2) per pixel, pulled back through G
-     with a VJP of -(1/B) sum_i; Adam on G (gswgan_core.sanitize_image_grads);
+     with a VJP of -(1/B) sum_i; Adam on G (gswgan_core.sanitizer);
   4. the EMA copy of G (decay min(1 - 1/(t+1), 0.999), including SN u/v) is updated;
      it is what `sample` uses and what is released.
 
-Privacy (gswgan.md §3). Under replace-one of a training record only the critic of the
-record's shard differs; it is used in a step with probability 1/K (selection without
-replacement of 1 of K) and each of the B sanitised rows is a Gaussian mechanism with
-sensitivity 2C and noise multiplier sigma. Discriminators, their pretraining and the
-critic losses logged during training are not private and are never released; the
-EMA generator is. Two accountings (`gswgan.accounting`):
+Privacy (docs/methods/gswgan.md). Under replace-one of a training record only the
+critic of the record's shard differs; each sanitised row is a Gaussian mechanism with
+sensitivity 2C and multiplier sigma, and a row uses the record's critic with
+probability 1/K. What the accountant may compose depends on how critics are chosen:
 
-* 'upstream' (default, for comparability): each step composes B independently
-  subsampled Gaussians, SelfComposed(SampledWithoutReplacement(K, 1, Gaussian(sigma)), B).
-  Upstream's 9.9926 at the paper's settings is this curve on integer orders 2..500 with
-  the classic conversion; dp-accounting's tighter conversion gives 9.243.
-  Caveat: the code selects ONE discriminator per step for all B rows, so the B rows
-  are not independently subsampled; the maintainers argue for the model (every record
-  can influence all B rows, hence the B-fold composition), but it is not a proof.
-* 'conservative': amplification applied once per step to the B-fold composed mechanism,
-  SampledWithoutReplacement(K, 1, Gaussian(sigma / sqrt(B))): a sound bound for what the
-  code does, ~3e5 at the paper's settings.
+* per_row: the B rows choose their critics independently, so a step is B independently
+  subsampled Gaussians, SelfComposed(SampledWithoutReplacement(K, 1, Gaussian(sigma)), B):
+  epsilon 9.243 at the paper's settings (upstream printed 9.9926, the same RDP curve
+  with the classic conversion);
+* per_step: one critic serves all B rows, so one record reaches all B rows at once
+  (probability 1/K): a Gaussian with multiplier sigma / sqrt(B), amplified once,
+  SampledWithoutReplacement(K, 1, Gaussian(sigma / sqrt(B))): about 3e5 at the paper's
+  settings. Upstream ran this algorithm but accounted it as per_row.
 
-`--mode=privacy` prints both (epsilon_upstream, epsilon_conservative) and upstream's
-classic-conversion number (epsilon_upstream_classic).
+`gswgan.accounting`: 'sound' (default) charges the event of the algorithm that runs;
+'upstream' charges the per-row composition whatever the selection, to reproduce the
+published number: with per_step it is NOT a bound, so every place that shows epsilon
+carries a caveat and the sound value (`epsilon_bound`), and the budget is checked
+against the sound value. Discriminators, their pretraining and the critic losses are
+private and never released (nor logged, without train.log_private_metrics); the EMA
+generator is released.
 """
-
-import math
 
 import dp_accounting
 import flax
@@ -45,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgen_jax import errors, parallel, rng
+from dpgen_jax import errors, parallel
 from dpgen_jax.methods import base
 from dpgen_jax.methods import gswgan_core as core
 from dpgen_jax.methods import gswgan_pretrain as pretrain
@@ -53,29 +56,49 @@ from dpgen_jax.models import gswgan_nets
 from dpgen_jax.privacy import accounting
 
 STAGES = ("pretrain", "main", "both")
-ACCOUNTINGS = ("upstream", "conservative")
+ACCOUNTINGS = ("sound", "upstream")
+SELECTIONS = ("per_row", "per_step")
+UPSTREAM_CAVEAT = ("gswgan.accounting = 'upstream' with gswgan.selection = 'per_step': the "
+                   "epsilon shown is the published accounting (B independently subsampled "
+                   "Gaussians per step), which is NOT a bound for this algorithm (one "
+                   "discriminator serves all B rows); epsilon_bound is the sound value")
 LATENTS = ("bernoulli", "normal")
-_MAIN_SHARD_SALT = 0x5A4D
 
 
 def step_event(noise_multiplier: float, num_discriminators: int, batch_size: int,
-               model: str = "upstream") -> dp_accounting.DpEvent:
-  """The event of one generator iteration under the accounting `model` (see module doc)."""
-  if noise_multiplier <= 0:  # calibration probes sigma = 0; dp-accounting would divide by 0
-    return dp_accounting.NonPrivateDpEvent()
+               selection: str = "per_row", clip_norm: float = 1.0) -> dp_accounting.DpEvent:
+  """The event of one generator iteration of the algorithm `selection` (module doc),
+  from the per-row sanitiser."""
   k, b = int(num_discriminators), int(batch_size)
-  if model == "upstream":
-    return dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
-        k, 1, dp_accounting.GaussianDpEvent(noise_multiplier)), b)
-  return dp_accounting.SampledWithoutReplacementDpEvent(
-      k, 1, dp_accounting.GaussianDpEvent(noise_multiplier / math.sqrt(b)))
+  mech = core.sanitizer(clip_norm, noise_multiplier)
+  if noise_multiplier <= 0:  # calibration probes sigma = 0
+    return dp_accounting.NonPrivateDpEvent()
+  if selection == "per_row":  # B rows, each with its own subsampled critic
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(k, 1, mech.event()), b)
+  # one critic for all B rows: the B clipped rows move together
+  return dp_accounting.SampledWithoutReplacementDpEvent(k, 1, mech.event(units_per_record=b))
+
+
+def _events(config) -> tuple[dp_accounting.DpEvent, dp_accounting.DpEvent | None]:
+  """(the event charged and shown, a bound when the first is not one)."""
+  g, p = config.gswgan, config.privacy
+  args = (p.noise_multiplier, g.num_discriminators, config.train.batch_size)
+  sound = step_event(*args, selection=g.selection, clip_norm=p.clip_norm)
+  if g.accounting == "sound" or g.selection == "per_row":
+    return sound, None
+  return step_event(*args, selection="per_row", clip_norm=p.clip_norm), sound
 
 
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
   del num_examples  # the sampling is over discriminators, not examples
-  g = config.gswgan
-  return step_event(config.privacy.noise_multiplier, g.num_discriminators,
-                    config.train.batch_size, g.accounting)
+  return _events(config)[0]
+
+
+def bound_dp_event(config, num_examples: int) -> dp_accounting.DpEvent | None:
+  """The sound event when `dp_event` is upstream's accounting of per_step selection."""
+  del num_examples
+  return _events(config)[1]
 
 
 def privacy_fields(config, num_examples: int) -> dict:
@@ -83,27 +106,34 @@ def privacy_fields(config, num_examples: int) -> dict:
   k, b = int(g.num_discriminators), int(config.train.batch_size)
   n, used = core.num_shards_examples(num_examples, k)
   sigma = p.noise_multiplier if p.enabled else None
+  reported_per_row = g.accounting == "upstream" or g.selection == "per_row"
   fields = dict(
       sampling_rate=1.0 / k, noise_multiplier=sigma, clip_norm=p.clip_norm,
       sensitivity=2.0 * p.clip_norm,
       noise_std_per_pixel=2.0 * p.clip_norm * sigma if sigma else None,
       num_discriminators=k, shard_size=n, examples_used=used, generator_batch_size=b,
-      accounting=g.accounting, compositions_per_step=b if g.accounting == "upstream" else 1,
+      selection=g.selection, accounting=g.accounting,
+      compositions_per_step=b if reported_per_row else 1,
       mechanism="per-example clip (C) + Gaussian noise (std 2 C sigma per pixel) of the "
-                "critic's gradient w.r.t. each of B generated images; one of K "
-                "discriminators (disjoint shards) picked uniformly per step",
-      sampling_assumption="discriminator selection without replacement (1 of K), replace-one",
-      caveat="'upstream' accounting composes B independently subsampled Gaussians per step, "
-             "but one discriminator serves all B rows of a step (gswgan.md 3.3); "
-             "'conservative' amplifies once per step (sigma / sqrt(B))")
+                "critic's gradient w.r.t. each of B generated images; "
+                + ("each row's critic drawn uniformly from the K discriminators (disjoint "
+                   "shards), independently per row" if g.selection == "per_row" else
+                   "one of the K discriminators (disjoint shards) drawn uniformly per step "
+                   "for all B rows"),
+      sampling_assumption="discriminator selection without replacement (1 of K), replace-one")
+  if p.enabled and g.accounting == "upstream" and g.selection == "per_step":
+    fields["epsilon_caveat"] = UPSTREAM_CAVEAT
   steps = config.train.num_steps
   if not p.enabled or not sigma or steps is None:
     return fields
   kwargs = dict(orders=p.rdp_orders, neighboring=p.neighboring)
-  for model in ACCOUNTINGS:
-    total = dp_accounting.SelfComposedDpEvent(step_event(sigma, k, b, model), int(steps))
-    fields[f"epsilon_{model}"] = accounting.epsilon(total, p.delta, **kwargs)
-    if model == "upstream":
+  # Both algorithms' values for comparison, and upstream's classic conversion of the
+  # per-row curve (its printed 9.9926 at the paper's settings).
+  for selection in SELECTIONS:
+    total = dp_accounting.SelfComposedDpEvent(step_event(sigma, k, b, selection, p.clip_norm),
+                                              int(steps))
+    fields[f"epsilon_{selection}"] = accounting.epsilon(total, p.delta, **kwargs)
+    if selection == "per_row":
       orders, curve = accounting.rdp_curve(total, **kwargs)
       eps, order = accounting.classic_epsilon(orders, curve, p.delta)
       fields.update(epsilon_upstream_classic=eps, epsilon_upstream_classic_order=order)
@@ -116,6 +146,10 @@ def validate(config, spec) -> None:
   require(g.stage in STAGES, f"gswgan.stage must be one of {STAGES}, got {g.stage!r}.")
   require(g.accounting in ACCOUNTINGS,
           f"gswgan.accounting must be one of {ACCOUNTINGS}, got {g.accounting!r}.")
+  require(g.selection in SELECTIONS,
+          f"gswgan.selection must be one of {SELECTIONS}, got {g.selection!r}.")
+  require(1 <= int(g.critic_chunk) <= int(config.train.batch_size),
+          f"gswgan.critic_chunk must be in [1, train.batch_size], got {g.critic_chunk}.")
   require(g.gen_arch in gswgan_nets.GENERATORS,
           f"gswgan.gen_arch must be one of {tuple(gswgan_nets.GENERATORS)}, got {g.gen_arch!r}.")
   require(g.latent_type in LATENTS,
@@ -161,6 +195,11 @@ class GSWGANState:
 class GSWGAN(base.Method):
   """GS-WGAN as a `base.Method` (main training; pretraining runs in `setup`)."""
 
+  # The critics are trained without privacy: their losses and the clean image-gradient
+  # norms are private, and which critic was chosen is the subsampling outcome itself
+  # (never a metric). The generator update is a function of the sanitised rows.
+  public_metrics = frozenset({"g_update_norm"})
+
   def __init__(self, config, spec, mesh):
     super().__init__(config, spec, mesh)
     g = config.gswgan
@@ -173,8 +212,9 @@ class GSWGAN(base.Method):
     self.num_discriminators = int(g.num_discriminators)
     self._pretrained = None  # {'params', 'sn'} stacked over K, from `setup`
     self._shards = None
-    self._shard_key = jax.random.fold_in(
-        rng.make_key(int(config.train.seed), config.train.prng_impl), _MAIN_SHARD_SALT)
+    self._shard_key = None  # from the secret root, in `setup`
+    self.selection = g.selection
+    self.critic_chunk = int(g.critic_chunk)
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
 
@@ -188,10 +228,13 @@ class GSWGAN(base.Method):
       x = np.round(scaled).astype(np.uint8)
     return x, dataset.train_y[indices].astype(np.int32)
 
-  def setup(self, workdir: str, dataset) -> dict | None:
+  def setup(self, workdir: str, dataset, secret) -> dict | None:
     """Runs or resumes pretraining (stage 'pretrain'/'both'), then loads the pretrained
-    discriminators and the shards for main training (UserError if they are missing)."""
+    discriminators and the shards for main training (UserError if they are missing).
+    The critics' batches within their shards during main training come from the secret
+    root."""
     g = self.config.gswgan
+    self._shard_key = secret.key("gswgan/shards", self.config.train.prng_impl)
     store = pretrain.PretrainStore(pretrain.pretrained_dir(self.config, workdir),
                                    pretrain.recipe(self.config, self.spec))
     if g.stage in ("pretrain", "both"):
@@ -199,8 +242,10 @@ class GSWGAN(base.Method):
                                                int(g.partition_seed)))
       pretrainer = pretrain.Pretrainer(self.gan, self.config, self.mesh,
                                        *self._shard_arrays(dataset, store.partition()))
-      summary = pretrain.run_pretraining(pretrainer, store, chunk_size=int(g.pretrain_chunk),
-                                         log_every=int(g.pretrain_log_every))
+      summary = pretrain.run_pretraining(
+          pretrainer, store, chunk_size=int(g.pretrain_chunk),
+          log_every=int(g.pretrain_log_every),
+          log_private=bool(self.config.train.log_private_metrics))
       if g.stage == "pretrain":
         return summary
     one = jax.eval_shape(lambda: self.gan.init_discriminator(jax.random.key(0)))
@@ -238,20 +283,53 @@ class GSWGAN(base.Method):
   def _step(self, state: GSWGANState, shards, shard_key, rngs):
     g, p = self.config.gswgan, self.config.privacy
     k_select, k_critic, k_gen = jax.random.split(rngs["model"], 3)
-    k = jax.random.randint(k_select, (), 0, self.num_discriminators)
-    disc, g_sn, metrics = self.gan.critic_steps(
-        core.tree_index(state.discs, k), state.gen.params, state.gen.sn, shards["x"][k],
-        shards["y"][k], jax.random.fold_in(shard_key, k), k_critic)
-    gen, d_sn, g_metrics = self.gan.generator_step_sanitized(
-        state.gen.replace(sn=g_sn), disc.net.params, disc.net.sn, k_gen, rngs["noise"],
-        clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier if p.enabled else 0.0,
-        private=bool(p.enabled))
-    disc = disc.replace(net=disc.net.replace(sn=d_sn))
+    sanitize = dict(clip_norm=p.clip_norm,
+                    noise_multiplier=p.noise_multiplier if p.enabled else 0.0,
+                    private=bool(p.enabled))
+    if self.selection == "per_step":
+      k = jax.random.randint(k_select, (), 0, self.num_discriminators)
+      disc, g_sn, metrics = self.gan.critic_steps(
+          core.tree_index(state.discs, k), state.gen.params, state.gen.sn, shards["x"][k],
+          shards["y"][k], jax.random.fold_in(shard_key, k), k_critic)
+      gen, d_sn, g_metrics = self.gan.generator_step_sanitized(
+          state.gen.replace(sn=g_sn),
+          lambda x, y: self.gan.critic_image_grads(disc.net.params, disc.net.sn, x, y),
+          k_gen, rngs["noise"], **sanitize)
+      discs = core.tree_set(state.discs, k, disc.replace(net=disc.net.replace(sn=d_sn)))
+    else:
+      discs, gen, metrics, g_metrics = self._per_row(state, shards, shard_key, k_select,
+                                                     k_critic, k_gen, rngs["noise"], sanitize)
     decay = core.ema_decay(state.step, g.ema_max_decay)
     state = GSWGANState(gen=gen, ema_params=core.ema_update(state.ema_params, gen.params, decay),
                         ema_sn=core.ema_update(state.ema_sn, gen.sn, decay),
-                        discs=core.tree_set(state.discs, k, disc), step=state.step + 1)
-    return state, dict(metrics, **g_metrics, discriminator=k.astype(jnp.float32))
+                        discs=discs, step=state.step + 1)
+    return state, dict(metrics, **g_metrics)
+
+  def _per_row(self, state, shards, shard_key, k_select, k_critic, k_gen, noise_key, sanitize):
+    """Selection 'per_row': B critics drawn independently, trained, one per row."""
+    b, num = int(self.config.train.batch_size), self.num_discriminators
+    ks = jax.random.randint(k_select, (b,), 0, num)
+
+    def train_one(args):
+      disc, k, key = args
+      return self.gan.critic_steps(disc, state.gen.params, state.gen.sn, shards["x"][k],
+                                   shards["y"][k], jax.random.fold_in(shard_key, k), key)
+
+    discs, g_sns, metrics = jax.lax.map(
+        train_one, (core.tree_index(state.discs, ks), ks, jax.random.split(k_critic, b)),
+        batch_size=self.critic_chunk)
+    g_sn = core.tree_index(g_sns, b - 1)  # G's SN vectors after the last critic's steps
+    gen, d_sns, g_metrics = self.gan.generator_step_sanitized(
+        state.gen.replace(sn=g_sn),
+        lambda x, y: self.gan.per_row_image_grads(discs.net.params, discs.net.sn, x, y,
+                                                  self.critic_chunk),
+        k_gen, noise_key, **sanitize)
+    discs = discs.replace(net=discs.net.replace(sn=d_sns))
+    # A critic drawn twice keeps its first copy: later duplicates write out of bounds.
+    first = jnp.argmax(ks[None, :] == ks[:, None], axis=1) == jnp.arange(b)
+    target = jnp.where(first, ks, num)
+    merged = jax.tree.map(lambda a, v: a.at[target].set(v, mode="drop"), state.discs, discs)
+    return merged, gen, jax.tree.map(jnp.mean, metrics), g_metrics
 
   def train_step(self, state, batch, rngs):
     del batch  # batches come from the selected discriminator's shard

@@ -4,10 +4,10 @@ All functions act on ONE discriminator and ONE generator, so they can be vmapped
 stacked discriminators (pretraining) or applied to one gathered from the stack (main
 training). Spec: docs/methods/gswgan.md §2-§3.
 
-Privacy: only `sanitize_image_grads` and `generator_step_sanitized` are part of the
-released mechanism; the critic steps and the pretraining generator steps train
-discriminators non-privately on their own shard, and discriminators are never
-released (gswgan.md §3.1).
+Privacy: only the sanitiser (privacy.mechanisms.ImageGradientSanitizer, per row) used by
+`generator_step_sanitized` is part of the released mechanism; the critic steps and the
+pretraining generator steps train discriminators non-privately on their own shard, and
+discriminators are never released (docs/methods/gswgan.md).
 """
 
 from typing import Any
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from dpgen_jax.models import spectral_norm
+from dpgen_jax.privacy import mechanisms
 
 PyTree = Any
 SN = spectral_norm.COLLECTION
@@ -43,37 +44,30 @@ class Discriminator:
   batches: jax.Array  # int32 scalar
 
 
+def sanitizer(clip_norm: float, noise_multiplier: float) -> mechanisms.ImageGradientSanitizer:
+  """GS-WGAN's per-example sanitiser (docs/methods/gswgan.md): each row clipped to C with
+  upstream's factor min(1, C / (||g|| + 1e-10)), N(0, (2 C sigma)^2) per pixel.
+
+  Under replace-one of a training record, only the critic of that record's shard
+  changes, so each clipped row moves by at most 2C: each row is a Gaussian mechanism
+  with multiplier sigma. Which critic serves which row is sampled by the caller."""
+  return mechanisms.ImageGradientSanitizer(clip_norm=float(clip_norm),
+                                           noise_multiplier=float(noise_multiplier),
+                                           clip=mechanisms.ROWS, norm_eps=NORM_EPS)
+
+
 def sanitize_image_grads(grads: jax.Array, key: jax.Array, *, clip_norm: float,
                          noise_multiplier: float, private: bool = True
                          ) -> tuple[jax.Array, jax.Array]:
-  """GS-WGAN's per-example sanitiser of input gradients (gswgan.md §3.1).
-
-  Args:
-    grads: (B, ...) gradients of the critic's score with respect to each generated
-      example (row i depends on example i only).
-    key: noise key.
-    clip_norm: C.
-    noise_multiplier: sigma.
-    private: True: clip_C(g_i) + N(0, (2 C sigma)^2 I) per row, with
-      clip_C(g) = g min(1, C / (||g|| + 1e-10)); False (upstream's non-private mode):
-      g_i C / (||g_i|| + 1e-10), every row rescaled to norm C, no noise.
-
-  Returns:
-    (sanitised rows, shape of `grads`; per-row L2 norms before clipping).
-
-  Guarantee: under replace-one of a training record, only the critic of that record's
-  shard changes, so each clipped row moves by at most 2C (sensitivity 2C, hence the
-  factor 2 in the noise) and each row is a Gaussian mechanism with noise multiplier
-  sigma. Which critic is used is sampled by the caller.
-  """
+  """The private sanitiser (`sanitizer(...)`), or with private=False upstream's
+  non-private mode: g_i C / (||g_i|| + 1e-10), every row rescaled to norm C, no noise.
+  Returns (rows, shape of `grads`; per-row L2 norms before clipping)."""
+  if private:
+    return sanitizer(clip_norm, noise_multiplier)(grads, key)
   flat = grads.reshape(grads.shape[0], -1)
   norms = jnp.linalg.norm(flat, axis=1)
   coef = clip_norm / (norms + NORM_EPS)
-  if not private:
-    return (flat * coef[:, None]).reshape(grads.shape), norms
-  flat = flat * jnp.minimum(coef, 1.0)[:, None]
-  noise = jax.random.normal(key, flat.shape, flat.dtype)
-  return (flat + 2.0 * clip_norm * noise_multiplier * noise).reshape(grads.shape), norms
+  return (flat * coef[:, None]).reshape(grads.shape), norms
 
 
 def ema_decay(step: jax.Array, max_decay: float = 0.999) -> jax.Array:
@@ -227,31 +221,48 @@ class Core:
     updates, opt = self.g_tx.update(grads, g.opt, g.params)
     return Net(optax.apply_updates(g.params, updates), g_sn, opt), d_sn, g_loss
 
-  def generator_step_sanitized(self, g: Net, d_params, d_sn, key, noise_key, *,
+  def critic_image_grads(self, d_params, d_sn, images, labels):
+    """One critic for every row: (d D(x_i, y_i)/d x_i per row, scores, D's SN state),
+    from one gradient of sum_i D(x_i, y_i) (no cross-example coupling in D)."""
+    def total_score(imgs):
+      scores, sn = self.critic(d_params, d_sn, imgs, labels)
+      return jnp.sum(scores), (sn, scores)
+
+    grads, (sn, scores) = jax.grad(total_score, has_aux=True)(images)
+    return grads, scores, sn
+
+  def per_row_image_grads(self, d_params, d_sn, images, labels, chunk: int):
+    """Row i's image gradient from its own critic (`d_params`, `d_sn` stacked over the B
+    rows); `chunk` rows at a time (lax.map: 1 = one after another, B = one vmap)."""
+    def one(args):
+      p, sn, x, y = args
+      g, s, sn = self.critic_image_grads(p, sn, x[None], y[None])
+      return g[0], s[0], sn
+
+    return jax.lax.map(one, (d_params, d_sn, images, labels), batch_size=chunk)
+
+  def generator_step_sanitized(self, g: Net, image_grads_fn, key, noise_key, *,
                                clip_norm: float, noise_multiplier: float, private: bool):
-    """The private G step (gswgan.md §2.4 step 3, §3.1).
+    """The private G step (docs/methods/gswgan.md).
 
     x_i = G(z_i, y_i) for B = batch_size fakes with uniform labels; g_i = d D(x_i, y_i)/d x_i
-    from one gradient of sum_i D(x_i, y_i) (no cross-example coupling in D); the rows
-    are sanitised and -(1/B) * sanitised is pulled back through G with a VJP; Adam on G.
-    Returns (G, D's SN state, metrics).
+    from `image_grads_fn(x, y) -> (grads, scores, critic state)` (one critic for all rows,
+    or one per row); the rows are sanitised and -(1/B) * sanitised is pulled back through
+    G with a VJP; Adam on G. Returns (G, the critic state, metrics).
     """
     n = self.batch_size
     z, y = self._fake_labels(key, n)
     x, pullback, g_sn = jax.vjp(lambda p: self.generate(p, g.sn, z, y), g.params, has_aux=True)
-
-    def total_score(images):
-      scores, sn = self.critic(d_params, d_sn, images, y)
-      return jnp.sum(scores), (sn, scores)
-
-    image_grads, (d_sn, scores) = jax.grad(total_score, has_aux=True)(x)
+    image_grads, scores, d_state = image_grads_fn(x, y)
     sanitized, norms = sanitize_image_grads(image_grads, noise_key, clip_norm=clip_norm,
                                             noise_multiplier=noise_multiplier, private=private)
     (grads,) = pullback(-sanitized / n)
     updates, opt = self.g_tx.update(grads, g.opt, g.params)
     metrics = {"g_loss": -jnp.mean(scores), "image_grad_norm": jnp.mean(norms),
-               "clip_fraction": jnp.mean((norms > clip_norm).astype(jnp.float32))}
-    return Net(optax.apply_updates(g.params, updates), g_sn, opt), d_sn, metrics
+               "clip_fraction": jnp.mean((norms > clip_norm).astype(jnp.float32)),
+               # A function of the sanitised rows and G only: public.
+               "g_update_norm": optax.tree.norm(grads)}
+    return Net(optax.apply_updates(g.params, updates), g_sn, opt), d_state, metrics
 
 
 def tree_index(tree: PyTree, i) -> PyTree:

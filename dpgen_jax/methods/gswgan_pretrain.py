@@ -24,7 +24,13 @@ first unfinished chunk.
 
 Privacy: pretraining touches each record through one discriminator only, never
 releases anything, and the generator later sees discriminators only through sanitised
-gradients, so it costs no privacy (gswgan.md §3.1). The ledger covers main training.
+gradients, so it costs no privacy (docs/methods/gswgan.md). The ledger covers main
+training. The pretrained discriminators are private artefacts (like checkpoints), and so
+are their training losses: the critic costs are logged (to the log and to
+PRETRAINED_DIR/log.jsonl) only with train.log_private_metrics; otherwise only progress
+and timing are. The shard partition and the pretraining randomness come from public
+seeds: the analysis treats each critic as an arbitrary function of its shard and needs
+only the later choice of critics and the noise to be secret.
 """
 
 import json
@@ -223,7 +229,8 @@ class Pretrainer:
       return jax.device_put(tree, NamedSharding(self.mesh, P(parallel.DATA_AXIS)))
     return tree
 
-  def run_chunk(self, start: int, end: int, *, log_every: int = 0) -> tuple[PyTree, dict]:
+  def run_chunk(self, start: int, end: int, *, log_every: int = 0,
+                log_private: bool = False) -> tuple[PyTree, dict]:
     """Pretrains discriminators start..end-1; returns ({'params', 'sn'} stacked, metrics)."""
     ids = np.arange(start, end)
     keys = discriminator_keys(int(self.config.train.seed), ids)
@@ -236,8 +243,9 @@ class Pretrainer:
     for t in range(iterations):
       disc, gen, metrics = self._iteration(disc, gen, xs, ys, keys, jnp.asarray(t, jnp.int32))
       if log_every and (t + 1) % log_every == 0 and t + 1 < iterations:
-        get_logger().info("  pretraining discriminators %d..%d: iteration %d/%d, %s", start,
-                          end - 1, t + 1, iterations, _summary(metrics))
+        get_logger().info("  pretraining discriminators %d..%d: iteration %d/%d%s", start,
+                          end - 1, t + 1, iterations,
+                          f", private: {_summary(metrics)}" if log_private else "")
     return {"params": disc.net.params, "sn": disc.net.sn}, _summary(metrics)
 
 
@@ -246,8 +254,9 @@ def _summary(metrics: dict) -> dict:
 
 
 def run_pretraining(pretrainer: Pretrainer, store: PretrainStore, *, chunk_size: int,
-                    log_every: int) -> dict:
-  """Pretrains every discriminator not yet in `store`, chunk by chunk; returns a summary."""
+                    log_every: int, log_private: bool = False) -> dict:
+  """Pretrains every discriminator not yet in `store`, chunk by chunk; returns a summary.
+  The critics' losses are logged only with `log_private` (they read the private shards)."""
   log = get_logger()
   todo = store.missing(chunk_size)
   total = store.recipe["num_discriminators"]
@@ -257,13 +266,18 @@ def run_pretraining(pretrainer: Pretrainer, store: PretrainStore, *, chunk_size:
   t0 = time.time()
   for start, end in todo:
     t = time.time()
-    nets, metrics = pretrainer.run_chunk(start, end, log_every=log_every)
+    nets, metrics = pretrainer.run_chunk(start, end, log_every=log_every,
+                                         log_private=log_private)
     store.save_chunk(start, end, nets)
     done += end - start
     seconds = time.time() - t
-    store.log(dict(start=start, end=end, seconds=seconds, **metrics))
-    log.info("Pretrained discriminators %d..%d (%d/%d) in %.0f s (%.2f per minute): %s",
+    if not log_private:
+      metrics = {}
+    store.log(dict(start=start, end=end, seconds=seconds,
+                   **{"private/" + k: v for k, v in metrics.items()}))
+    log.info("Pretrained discriminators %d..%d (%d/%d) in %.0f s (%.2f per minute)%s",
              start, end - 1, done, total, seconds, 60.0 * (end - start) / max(seconds, 1e-9),
-             " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+             (": private/ " + " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+             if metrics else "")
   return dict(stage="pretrain", pretrained=done, num_discriminators=total,
               pretrained_dir=store.directory, wall_time_s=time.time() - t0)

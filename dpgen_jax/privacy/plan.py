@@ -12,7 +12,7 @@ import dp_accounting
 import ml_collections
 
 from dpgen_jax import errors
-from dpgen_jax.privacy import accounting
+from dpgen_jax.privacy import accounting, randomness
 from dpgen_jax.privacy.ledger import PrivacyLedger
 
 
@@ -93,19 +93,23 @@ def resolve(config, num_examples: int, method: ModuleType) -> tuple[ml_collectio
     return config, notes
   kwargs = _accountant_kwargs(config)
   fixed = fixed_events(config, num_examples, method)
+
+  def bounding_event(cfg):  # calibrate against the bound, as the budget is checked
+    bound = bound_step_event(cfg, num_examples, method)
+    return bound if bound is not None else method.dp_event(cfg, num_examples)
+
   if p.noise_multiplier is None:
     steps = config.train.num_steps
 
     def make(sigma):
-      one = method.dp_event(_with(config, **{"privacy.noise_multiplier": float(sigma)}),
-                            num_examples)
+      one = bounding_event(_with(config, **{"privacy.noise_multiplier": float(sigma)}))
       return _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(one, steps))
 
     sigma = accounting.calibrate_noise_multiplier(make, p.target_epsilon, p.delta, **kwargs)
     config = _with(config, **{"privacy.noise_multiplier": sigma})
     notes["noise_multiplier_calibrated_for"] = p.target_epsilon
   elif config.train.num_steps is None:
-    one = method.dp_event(config, num_examples)
+    one = bounding_event(config)
     steps = accounting.calibrate_steps(
         lambda n: _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(one, n)),
                                        p.target_epsilon, p.delta, **kwargs)
@@ -122,13 +126,23 @@ def step_event(config, num_examples: int, method: ModuleType) -> dp_accounting.D
   return method.dp_event(config, num_examples)
 
 
+def bound_step_event(config, num_examples: int,
+                     method: ModuleType) -> dp_accounting.DpEvent | None:
+  """A bound for one step when the reported `step_event` is not one (e.g. GS-WGAN with
+  its published accounting and one discriminator per step), else None."""
+  if not config.privacy.enabled or not hasattr(method, "bound_dp_event"):
+    return None
+  return method.bound_dp_event(config, num_examples)
+
+
 def new_ledger(config, num_examples: int, method: ModuleType, notes: dict) -> PrivacyLedger:
   p = config.privacy
   info = dict(method.privacy_fields(config, num_examples))
   info.update(notes)
   ledger = PrivacyLedger(private=bool(p.enabled), delta=float(p.delta), accountant=p.accountant,
                          orders=p.rdp_orders, neighboring=p.neighboring,
-                         budget_epsilon=p.target_epsilon if p.enabled else None, info=info)
+                         budget_epsilon=p.target_epsilon if p.enabled else None, info=info,
+                         randomness="public" if p.reproducible else "secret")
   for event, count in fixed_events(config, num_examples, method):
     ledger.charge(event, int(count), one_time=True)
   return ledger
@@ -155,7 +169,14 @@ def privacy_report(config, num_examples: int, method: ModuleType, *,
   kwargs = _accountant_kwargs(config)
   eps = accounting.epsilon(total, p.delta, **kwargs)
   report.update(epsilon=eps, delta=p.delta, steps=steps, accountant=p.accountant,
-                private=True, num_examples=num_examples)
+                private=True, num_examples=num_examples,
+                randomness="public" if p.reproducible else "secret")
+  bound = bound_step_event(config, num_examples, method)
+  bound_eps = eps
+  if bound is not None:
+    bound_eps = accounting.epsilon(_with_fixed(fixed, dp_accounting.SelfComposedDpEvent(
+        bound, steps)), p.delta, **kwargs)
+    report["epsilon_bound"] = bound_eps
   if p.accountant == "rdp":
     report["rdp_orders"] = p.rdp_orders
   if not compare_accountants:
@@ -171,9 +192,20 @@ def privacy_report(config, num_examples: int, method: ModuleType, *,
                                                orders=p.rdp_orders, neighboring=p.neighboring)
   if p.target_epsilon is not None:
     report["target_epsilon"] = p.target_epsilon
-    report["within_budget"] = bool(eps <= p.target_epsilon)
+    report["within_budget"] = bool(bound_eps <= p.target_epsilon)
   for key in ("noise_multiplier", "sampling_rate"):
     report.setdefault(key, None)
   if isinstance(report.get("epsilon"), float) and math.isinf(report["epsilon"]):
     report["epsilon"] = None
+  caveats = [report["epsilon_caveat"]] if report.get("epsilon_caveat") else []
+  if p.reproducible:
+    # Public randomness: no guarantee, so no epsilon is shown (the value the accountant
+    # would give with secret randomness stays for debugging).
+    report["epsilon_if_randomness_were_secret"] = report["epsilon"]
+    report["epsilon"] = None
+    if "epsilon_bound" in report:
+      report["epsilon_bound"] = None
+    caveats.insert(0, randomness.PUBLIC_CAVEAT)
+  if caveats:
+    report["epsilon_caveat"] = "; ".join(caveats)
   return report

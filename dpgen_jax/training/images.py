@@ -22,13 +22,16 @@ def image_grid(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.nda
 
 
 def save_grid(path: str, images: np.ndarray, rows: int, cols: int, scale: int = 1) -> str:
-  """Writes a grid PNG (optionally upscaled by an integer factor); returns the path."""
+  """Writes a grid PNG (optionally upscaled by an integer factor); returns the path.
+  Atomic (temporary name, then rename): a crash never leaves a partial image."""
   grid = image_grid(images, rows, cols)
   img = Image.fromarray(grid)
   if scale > 1:
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  img.save(path)
+  tmp = f"{path}.{os.getpid()}.tmp.png"
+  img.save(tmp)
+  os.replace(tmp, path)
   return path
 
 

@@ -11,9 +11,17 @@
 5. writes TensorBoard scalars and progress lines, PNG sample grids, Orbax
    checkpoints and WORKDIR/privacy.json (at every checkpoint).
 
-Resumption is exact: the batch, model key and noise key of step t depend only on
-(seed, t) (the noise root is OS entropy unless privacy.reproducible_noise), and all
-other state is in the checkpoint.
+Secret randomness (privacy/randomness.py): the batch, the model key and the noise key
+of step t are functions of (secret root, t). The root is OS entropy (or, with
+privacy.reproducible, derived from train.seed: then no epsilon is reported) and is
+stored in every checkpoint, so a resumed run, even one that falls back to an older
+checkpoint after a crash, replays exactly the steps the first attempt took: a sample
+grid or scalar written again is identical, and the ledger restored with the checkpoint
+charges each step once.
+
+Logs (TensorBoard, the progress line) hold only what each method declares public
+(`Method.public_metrics`: functions of released outputs or public data) and epsilon,
+unless train.log_private_metrics, which adds the rest under 'private/'.
 """
 
 import functools
@@ -30,9 +38,9 @@ import numpy as np
 from dpgen_jax import errors, parallel, rng
 from dpgen_jax.data import PoissonSampler, load_dataset
 from dpgen_jax.methods import get_method
-from dpgen_jax.privacy import noise
 from dpgen_jax.privacy import plan as privacy_plan
 from dpgen_jax.privacy.ledger import PrivacyLedger, write_ledger_file
+from dpgen_jax.privacy.randomness import SecretRoot, StepKeys
 from dpgen_jax.training import images
 from dpgen_jax.training.checkpoint import Checkpointer
 
@@ -104,10 +112,44 @@ def make_gather(mesh):
   return gather
 
 
-@jax.jit
-def _step_keys(model_base, noise_base, step):
-  return {"model": jax.random.fold_in(model_base, step),
-          "noise": jax.random.fold_in(noise_base, step)}
+PRIVATE_PREFIX = "private/"
+PRIVATE_DIAGNOSTICS_NOTE = (
+    "train.log_private_metrics was on: un-noised statistics of the private data were "
+    "written to TensorBoard and the logs under 'private/'. They are NOT covered by epsilon; "
+    "treat those files as private.")
+
+
+def split_metrics(metrics: dict, public: frozenset, *, private_run: bool,
+                  log_private: bool) -> dict:
+  """The metrics to write: all of them for a non-private run; else the declared public
+  ones, plus (with log_private) the rest renamed 'private/<name>'."""
+  if not private_run:
+    return dict(metrics)
+  out = {k: v for k, v in metrics.items() if k in public}
+  if log_private:
+    out.update({PRIVATE_PREFIX + k: v for k, v in metrics.items() if k not in public})
+  return out
+
+
+def restore_root(checkpointer: Checkpointer, steps: list[int]) -> SecretRoot | None:
+  """The run's secret root from its newest checkpoint that has a readable one (every
+  checkpoint of a run holds the same root); None when there are no checkpoints."""
+  if not steps:
+    return None
+  for step in reversed(steps):
+    try:
+      words = checkpointer.restore_secret(step)
+      meta = checkpointer.restore_meta(step)
+    except Exception:  # a damaged checkpoint: try an older one
+      continue
+    if words is None:
+      raise errors.UserError(
+          f"Checkpoint {step} in {checkpointer.directory} holds no secret root of randomness "
+          f"(it was written by an older dpgen-jax), so the run cannot be resumed exactly. "
+          f"Start a new run in a new --workdir.")
+    return SecretRoot.from_array(words, public=meta.get("ledger", {}).get("randomness") ==
+                                 "public")
+  return None
 
 
 def _all_finite(metrics: dict) -> tuple[bool, str]:
@@ -167,13 +209,21 @@ def train(config, workdir: str) -> dict:
   checkpointer = Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints)
   seed = int(config.train.seed)
 
+  bound_event = privacy_plan.bound_step_event(config, num_train, method_mod)
+  p = config.privacy
+
   def ledger_from(meta):
     if meta is None:
-      return privacy_plan.new_ledger(config, num_train, method_mod, notes)
-    return PrivacyLedger.from_json(meta["ledger"])
+      ledger = privacy_plan.new_ledger(config, num_train, method_mod, notes)
+      ledger.randomness = "public" if p.reproducible else "secret"
+      return ledger
+    ledger = PrivacyLedger.from_json(meta["ledger"])
+    # A resumed run keeps the smaller of the stored budget and today's.
+    ledger.tighten_budget(p.target_epsilon if p.enabled else None)
+    return ledger
 
   def plan(ledger, start):
-    return ledger.plan(event, max(0, total_steps - start))
+    return ledger.plan(event, max(0, total_steps - start), bound_event)
 
   # The budget check needs only the ledger: do it before building anything.
   latest = checkpointer.latest_step()
@@ -183,9 +233,18 @@ def train(config, workdir: str) -> dict:
     latest_meta = None
   planned_eps = plan(ledger_from(latest_meta), latest or 0)
 
+  # The secret root: restored with the checkpoints (exact replay), else a fresh one.
+  root = restore_root(checkpointer, checkpointer.all_steps())
+  if root is None:
+    root = SecretRoot.for_run(seed, bool(p.reproducible))
+  elif root.public != bool(p.reproducible):
+    get_logger().warning(
+        "privacy.reproducible = %s, but this run's checkpoints hold a %s root of randomness; "
+        "it is kept so that the run resumes exactly.", p.reproducible,
+        "public" if root.public else "secret")
   mesh = parallel.make_mesh()
   method = method_mod.build(config, spec, mesh)
-  stage_summary = method.setup(workdir, dataset)
+  stage_summary = method.setup(workdir, dataset, root)
   if stage_summary is not None:  # the method ran a separate stage only (e.g. pretraining)
     checkpointer.close()
     get_logger().info("Done: %s", stage_summary)
@@ -212,42 +271,56 @@ def train(config, workdir: str) -> dict:
   q = method.sampling_rate()
   sampler = None
   if q is not None:
-    sampler = PoissonSampler(num_train, q, seed,
+    sampler = PoissonSampler(num_train, q, lambda t: root.numpy_generator("poisson", t),
                              overflow_probability=config.data.poisson_overflow_probability,
                              multiple=method.padded_batch_multiple())
     ledger.info["sampling"] = sampler.describe()
+  log_private = bool(config.train.log_private_metrics)
+  if log_private and ledger.private:
+    ledger.info["private_diagnostics"] = PRIVATE_DIAGNOSTICS_NOTE
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
-  caveat = ledger.info.get("epsilon_caveat")  # e.g. "approximate, not formally DP"
-  caveat_text = f" [{caveat}]" if caveat else ""
-  get_logger().info("Privacy plan: %s", "non-private run" if not ledger.private else
-               f"epsilon {planned_eps:.4f} at delta {ledger.delta:g} after {total_steps} steps "
-               f"({ledger.accountant}){caveat_text}")
+  if not ledger.private:
+    get_logger().info("Privacy plan: non-private run.")
+  else:
+    planned = ledger.epsilon((event, max(0, total_steps - start_step)))
+    shown = "null" if ledger.randomness == "public" else f"{planned:.4f}"
+    caveat = ledger.caveat()
+    extra = f"; bound for this algorithm {planned_eps:.4g}" if bound_event is not None else ""
+    get_logger().info("Privacy plan: epsilon %s at delta %g after %d steps (%s)%s%s", shown,
+                      ledger.delta, total_steps, ledger.accountant,
+                      f" [{caveat}]" if caveat else "", extra)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_secs=config.train.progress_every_secs)
   device_data = _device_data(dataset, mesh) if sampler is not None else None
   gather = make_gather(mesh)
-  model_base = jax.random.fold_in(rng.make_key(seed, config.train.prng_impl), 0x3E1)
-  noise_base = noise.noise_base_key(seed, reproducible=config.privacy.reproducible_noise,
-                                    impl=config.train.prng_impl)
+  step_keys = StepKeys(root, config.train.prng_impl)
   overflows = int(meta.get("poisson_overflows", 0))
+  public = frozenset(method.public_metrics)
 
   def save(step, state):
-    if not _tree_finite(state):
+    # Only the released part is checked: stopping on a hidden (private) value would
+    # itself be an un-noised output. A non-finite hidden value reaches the released
+    # generator through the mechanism within a step anyway.
+    if not _tree_finite(method.released(state)):
       raise TrainingDiverged(
           f"Parameters became non-finite by step {step}; not saving. The last good checkpoint "
           f"is {checkpointer.latest_step()}. Try a lower learning rate.")
     ledger_json = ledger.to_json()
     checkpointer.save(step, state, {"ledger": ledger_json, "step": step,
                                     "poisson_overflows": overflows,
-                                    "num_steps": total_steps})
+                                    "num_steps": total_steps}, secret=root.to_array())
     write_ledger_file(ledger, workdir, extra={"checkpoint_step": step})
     if ledger_json["epsilon"] is not None:
       writer.write_scalars(step, {"privacy/epsilon": ledger_json["epsilon"]})
     return ledger_json
 
+  if restored is None and total_steps > 0:
+    # Checkpoint 0 holds the secret root before any step: a crash before the first
+    # regular checkpoint then also resumes with the same randomness (exact replay).
+    save(0, state)
   step = start_step
   t_start, last_print, steps_at_start = time.time(), 0.0, start_step
   batch = None
@@ -261,35 +334,43 @@ def train(config, workdir: str) -> dict:
                           "batch for this step (exact, one recompilation).", step, drawn.size,
                           sampler.padded_size)
         batch = gather(device_data, drawn.indices, drawn.mask)
-      rngs = _step_keys(model_base, noise_base, step)
+      rngs = step_keys(step)
       state, metrics = method.train_step(state, batch, rngs)
-      ledger.charge(event)
+      ledger.charge(event, bound_event=bound_event)
       step += 1
       report(step)
       last = step == total_steps
       if step % config.train.log_every == 0 or last:
-        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        ok, bad = _all_finite(host)
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if sampler is not None:
+          values["batch/real_size"] = float(drawn.size)  # the Poisson count: private
+        host = split_metrics(values, public, private_run=ledger.private,
+                             log_private=log_private)
+        ok, bad = _all_finite({k: v for k, v in host.items()
+                               if not k.startswith(PRIVATE_PREFIX)})
         if not ok:
           raise TrainingDiverged(
               f"{bad} became {host[bad]} at step {step}; stopping. The last good checkpoint is "
               f"{checkpointer.latest_step()} (kept). Try a lower learning rate.")
-        if sampler is not None:
-          host["batch/real_size"] = float(drawn.size)
-        if ledger.private and ledger.accountant == "rdp":
-          host["privacy/epsilon"] = ledger.epsilon()
+        eps = ledger.reported_epsilon() if ledger.accountant == "rdp" else None
+        if eps is not None:
+          host["privacy/epsilon"] = eps
         writer.write_scalars(step, host)
         now = time.time()
         if now - last_print >= config.train.progress_every_secs or last or step == \
             start_step + config.train.log_every:
           rate = (step - steps_at_start) / max(now - t_start, 1e-9)
-          eps = host.get("privacy/epsilon")
-          get_logger().info("step %d/%d (%.1f%%) | %.2f steps/s | ETA %s%s | %s", step, total_steps,
-                       100.0 * step / total_steps, rate,
-                       _format_eta((total_steps - step) / max(rate, 1e-9)),
-                       f" | eps {eps:.3f}{caveat_text}" if eps is not None else "",
-                       " ".join(f"{k}={v:.4g}" for k, v in sorted(host.items())
-                                if not k.startswith(("privacy/", "batch/"))))
+          if not ledger.private:
+            privacy_text = ""
+          elif ledger.accountant == "rdp":
+            privacy_text = " | " + ledger.describe_epsilon().replace("epsilon", "eps", 1)
+          else:  # PLD epsilon is computed at checkpoints only (slow)
+            privacy_text = ""
+          get_logger().info("step %d/%d (%.1f%%) | %.2f steps/s | ETA %s%s | %s", step,
+                            total_steps, 100.0 * step / total_steps, rate,
+                            _format_eta((total_steps - step) / max(rate, 1e-9)), privacy_text,
+                            " ".join(f"{k}={v:.4g}" for k, v in sorted(host.items())
+                                     if not k.startswith("privacy/")))
           last_print = now
       if step % config.train.sample_every == 0 or last:
         save_sample_grid(method, state, spec, step, workdir, seed, writer)
@@ -301,11 +382,12 @@ def train(config, workdir: str) -> dict:
     writer.flush()
     checkpointer.close()
 
-  eps = ledger.epsilon()
-  summary = dict(steps=ledger.steps, epsilon=None if math.isinf(eps) else eps,
+  summary = dict(steps=ledger.steps, epsilon=ledger.reported_epsilon(),
                  delta=ledger.delta if ledger.private else None,
                  wall_time_s=time.time() - t_start, poisson_overflows=overflows)
-  if caveat and ledger.private:
-    summary["epsilon_caveat"] = caveat
+  if ledger.private and ledger.caveat():
+    summary["epsilon_caveat"] = ledger.caveat()
+  if ledger.private and ledger.has_bound:
+    summary["epsilon_bound"] = ledger.bound_epsilon()
   get_logger().info("Done: %s", summary)
   return summary

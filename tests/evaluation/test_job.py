@@ -15,8 +15,7 @@ from tests import helpers
 
 
 def _digits(**overrides):
-  c = helpers.config("mnist_eps10", "smoke", **{"data.name": "digits", "data.image_size": 28,
-                                                "privacy.reproducible_noise": True})
+  c = helpers.config("mnist_eps10", "smoke", **{"data.name": "digits", "data.image_size": 28})
   for dotted, value in overrides.items():
     section, key = dotted.split(".")
     c[section][key] = value

@@ -205,13 +205,39 @@ def test_mean_sample_cost_reproduces_upstream_numbers():
       0.22 / (28 / 10_000))
 
 
+def _means(x, y, num, size, rate, noise_std=0.0):
+  return dp.make_mean_samples(x, y, num=num, size=size, noise_std=noise_std, conditional=True,
+                              num_classes=int(y.max()) + 1, rate=rate,
+                              rng=np.random.default_rng(0), noise_key=jax.random.key(0))
+
+
 def test_mean_samples_are_noised_centred_means():
   x = np.full((40, 2, 2, 1), 0.9, np.float32)
   y = np.repeat(np.arange(2), 20)
-  imgs, labels = dp.make_mean_samples(x, y, num=3, size=20, noise_std=0.0, conditional=True,
-                                      num_classes=2, rng=np.random.default_rng(0))
+  imgs, labels = _means(x, y, num=3, size=20, rate=1.0)
   assert imgs.shape == (6, 2, 2, 1) and list(labels) == [0, 1, 0, 1, 0, 1]
   np.testing.assert_allclose(imgs, 0.9, atol=1e-6)  # q = 1: every example kept
+
+
+def test_every_class_is_thinned_at_the_accounted_rate_not_its_own_size():
+  """All-ones images: a mean sample is 0.5 + 0.5 * kept / size, so the number kept is
+  visible. With the accounted rate q = size / 100 (smallest class 100), a class of 400
+  keeps about 4 * size per release, not `size` (a rate size / 400 would depend on the
+  class's private size)."""
+  y = np.concatenate([np.zeros(100, int), np.ones(400, int)])
+  x = np.ones((500, 1, 1, 1), np.float32)
+  imgs, labels = _means(x, y, num=200, size=10, rate=0.1)
+  kept = (imgs.reshape(-1) - 0.5) / 0.5 * 10
+  small, large = kept[labels == 0].mean(), kept[labels == 1].mean()
+  assert abs(small - 10) < 6 * np.sqrt(100 * 0.1 * 0.9 / 200)
+  assert abs(large - 40) < 6 * np.sqrt(400 * 0.1 * 0.9 / 200)
+
+
+def test_mean_sample_rate_comes_from_the_config_not_the_data():
+  c = helpers.config("cslgan_mnist_acgan_gc", **{"cslgan.num_mean_samples": 20})
+  assert cslgan.mean_sample_rate(c, 60_000) == pytest.approx(5000 / 5421)  # MNIST's split
+  c.cslgan.mean_sample_min_class_size = 6000
+  assert cslgan.mean_sample_rate(c, 60_000) == pytest.approx(5000 / 6000)
 
 
 def test_privacy_mode_defaults_and_upstream_conversion():

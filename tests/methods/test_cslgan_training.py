@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dpgen_jax import cli
+from dpgen_jax.methods import cslgan_method
 from tests import helpers
 
 
@@ -30,6 +31,7 @@ def test_gc_smoke_trains_and_ledger_says_poisson(tmp_path, mnist):
   assert ledger["sampling"]["scheme"] == "poisson"
   assert ledger["training_set"] == "the first 256 examples of the training split"
   assert "epsilon_caveat" not in ledger
+  helpers.assert_only_public_tags(str(tmp_path), cslgan_method.CSLGAN)
 
 
 def test_is_smoke_per_parameter_and_caveat_in_ledger(tmp_path, mnist, capsys):

@@ -22,25 +22,29 @@ SPEC = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
 # ---- the image-gradient mechanism ----
 
 
+def _sanitizer(clip_norm, sigma):
+  c = helpers.config("sinkhorn_mnist_m1", **{"privacy.clip_norm": clip_norm,
+                                             "privacy.noise_multiplier": sigma})
+  return dp_sinkhorn.sanitizer(c)
+
+
 def test_without_noise_the_block_is_clipped_to_c_as_one_block():
   grad = jax.random.normal(rng.make_key(0), (50, 28, 28, 1)) * 3.0
-  out, norm = dp_sinkhorn.sanitize_image_grad_block(grad, rng.make_key(1), clip_norm=0.5,
-                                                    noise_multiplier=0.0)
+  out, norm = _sanitizer(0.5, 0.0)(grad, rng.make_key(1))
   assert float(norm) > 0.5
   assert float(jnp.linalg.norm(out)) <= 0.5 + 1e-6
   # One factor for the whole block (not per row): the direction is unchanged.
   np.testing.assert_allclose(np.asarray(out), np.asarray(grad) * 0.5 / (float(norm) + 1e-6),
                              rtol=1e-5)
   small = grad * 1e-4
-  kept, _ = dp_sinkhorn.clip_block(small, 0.5)
+  kept, _ = _sanitizer(0.5, 1.0).clip_only(small)
   np.testing.assert_allclose(np.asarray(kept), np.asarray(small), rtol=1e-6)
 
 
 def test_noise_has_per_pixel_std_two_c_sigma():
   c, sigma = 0.5, 1.1
   zeros = jnp.zeros((50, 28, 28, 1))
-  out, _ = dp_sinkhorn.sanitize_image_grad_block(zeros, rng.make_key(2), clip_norm=c,
-                                                 noise_multiplier=sigma)
+  out, _ = _sanitizer(c, sigma)(zeros, rng.make_key(2))
   draws = np.asarray(out).ravel()
   want = 2 * c * sigma
   assert abs(draws.std() - want) < 6 * want / np.sqrt(2 * draws.size)

@@ -3,6 +3,7 @@
 import json
 import os
 
+from dpgen_jax.methods import dp_sinkhorn
 from dpgen_jax.training import loop
 from dpgen_jax.training.checkpoint import Checkpointer
 from tests import helpers
@@ -22,6 +23,7 @@ def test_smoke_preset_trains_on_real_mnist(tmp_path, monkeypatch):
   summary = loop.train(c, str(tmp_path))
   assert summary["steps"] == 4 and summary["epsilon"] > 0
   _assert_run_outputs(str(tmp_path), 4)
+  helpers.assert_only_public_tags(str(tmp_path), dp_sinkhorn.DPSinkhorn)
 
 
 def test_celeba_smoke_preset_trains_the_biggan_generator_on_the_train_split(tmp_path):

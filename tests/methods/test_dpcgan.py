@@ -11,7 +11,7 @@ import pytest
 from dpgen_jax import cli, errors
 from dpgen_jax.data import registry
 from dpgen_jax.methods import dpcgan
-from dpgen_jax.privacy import accounting, clipping, noise
+from dpgen_jax.privacy import accounting, clipping, mechanisms
 from tests import helpers
 
 C = 1.1
@@ -42,10 +42,15 @@ def _data(num_real=7, padded=10, num_fakes=4, seed=1, pad_value=0.0):
   return real, fake
 
 
+def _mech(sigma, m):
+  """DP-CGAN's mechanism: noise std sigma C on the sum, divided by m."""
+  return mechanisms.GaussianSum(noise_multiplier=sigma, clip_norm=C, divisor=m)
+
+
 def _grad(params, real, fake, m, sigma=0.0, key=1, **kw):
   return dpcgan.discriminator_grad(_mlp_d, params, real, fake, jax.random.key(7),
                                    jax.random.key(key), num_microbatches=m, clip=CLIP,
-                                   noise_multiplier=sigma, **kw)[0]
+                                   mechanism=_mech(sigma, m), **kw)[0]
 
 
 @jax.jit
@@ -172,8 +177,8 @@ def test_one_noise_draw_std_sigma_c_on_the_combined_sum(m):
   clean = _grad(params, real, fake, m=m)
   noisy = _grad(params, real, fake, m=m, sigma=sigma, key=11)
   diff = jax.tree.map(lambda a, b: (a - b) * m, noisy, clean)
-  expected = noise.gaussian_noise_like(jax.tree.map(jnp.zeros_like, params), jax.random.key(11),
-                                       sigma * C)
+  expected = mechanisms.gaussian_noise_like(jax.tree.map(jnp.zeros_like, params),
+                                            jax.random.key(11), sigma * C)
   _assert_trees_close(diff, expected, rtol=1e-4, atol=1e-5)
   no_reals = dict(real, mask=jnp.zeros_like(real["mask"]))
   diff_empty = jax.tree.map(lambda a, b: (a - b) * m,
@@ -183,7 +188,7 @@ def test_one_noise_draw_std_sigma_c_on_the_combined_sum(m):
   # The std over many independent draws is sigma C / m.
   draws = jax.jit(jax.vmap(lambda k: dpcgan.discriminator_grad(
       _mlp_d, params, real, fake, jax.random.key(7), k, num_microbatches=m, clip=CLIP,
-      noise_multiplier=sigma)[0]["w1"]))(jax.random.split(jax.random.key(5), 500))
+      mechanism=_mech(sigma, m))[0]["w1"]))(jax.random.split(jax.random.key(5), 500))
   spread = np.asarray(draws) - np.asarray(clean["w1"])
   want = sigma * C / m
   assert abs(spread.std() - want) < 5 * want / np.sqrt(2 * spread.size)

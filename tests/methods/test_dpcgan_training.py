@@ -51,12 +51,13 @@ def test_main_smoke_mnist_trains_then_evaluates(tmp_path, monkeypatch):
       "eval.num_samples": 200})
   workdir = str(tmp_path)
   assert cli.run("train", c, workdir) == 0
-  assert Checkpointer(workdir, read_only=True).all_steps() == [4]
+  assert Checkpointer(workdir, read_only=True).all_steps() == [0, 4]  # 0: the secret root before any step
   ledger = _ledger(workdir)
   assert ledger["steps"] == 4 and 0 < ledger["epsilon"] < ledger["budget_epsilon"]
   assert ledger["sampling"]["scheme"] == "poisson"
   assert ledger["per_example_clipping"] and ledger["microbatch_sensitivity_factor"] == 1
   assert any(p.endswith(".png") for p in os.listdir(tmp_path / "samples"))
+  helpers.assert_only_public_tags(workdir, dpcgan.DPCGAN)
   assert cli.run("eval", c, workdir) == 0
   (record,) = _eval_records(workdir)
   assert record["step"] == 4 and record["epsilon"] == pytest.approx(ledger["epsilon"])

@@ -8,7 +8,7 @@ import pytest
 
 from dpgen_jax import rng
 from dpgen_jax.methods import dpgan
-from dpgen_jax.privacy import clipping
+from dpgen_jax.privacy import clipping, mechanisms
 
 
 def _linear_d(params, x, y):
@@ -49,8 +49,8 @@ def test_hand_checkable_d_step_opacus_semantics():
   grad, logits, norms = dpgan.private_discriminator_grad(
       _linear_d, {"w": jnp.asarray(w, jnp.float32)}, jnp.asarray(x, jnp.float32),
       jnp.zeros((6,), jnp.int32), jnp.asarray(target, jnp.float32), jnp.asarray(mask),
-      rng.make_key(0), clip=clipping.ClippingSpec(clip_norm=1.0), noise_multiplier=0.0,
-      divisor=divisor)
+      rng.make_key(0), clip=clipping.ClippingSpec(clip_norm=1.0),
+      mechanism=mechanisms.GaussianSum(noise_multiplier=0.0, clip_norm=1.0, divisor=divisor))
   np.testing.assert_allclose(np.asarray(grad["w"]), expected, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(logits), x @ w, rtol=1e-6)
   # One SGD step with lr 1, as the upstream test: w - gradient.
@@ -67,7 +67,8 @@ def test_d_step_noise_has_std_sigma_c_over_divisor():
     return dpgan.private_discriminator_grad(
         _linear_d, {"w": jnp.ones((2,))}, x, jnp.zeros((4,), jnp.int32), jnp.ones((4,)),
         jnp.ones((4,), bool), key, clip=clipping.ClippingSpec(clip_norm=c),
-        noise_multiplier=sigma, divisor=divisor)[0]["w"]
+        mechanism=mechanisms.GaussianSum(noise_multiplier=sigma, clip_norm=c,
+                                         divisor=divisor))[0]["w"]
 
   draws = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(rng.make_key(1), 4000)))
   want = sigma * c / divisor

@@ -66,7 +66,8 @@ def test_generator_step_pulls_back_minus_mean_of_the_clipped_per_example_gradien
   k1, k2, k3 = jax.random.split(KEY, 3)
   gen, d = jax.jit(gan.init_generator)(k1), jax.jit(gan.init_discriminator)(k2)
   new_gen, _, metrics = jax.jit(lambda g: gan.generator_step_sanitized(
-      g, d.params, d.sn, k3, KEY, clip_norm=0.01, noise_multiplier=0.0, private=True))(gen)
+      g, lambda x, y: gan.critic_image_grads(d.params, d.sn, x, y), k3, KEY, clip_norm=0.01,
+      noise_multiplier=0.0, private=True))(gen)
 
   z, y = gan._fake_labels(k3, 8)
   x, _ = jax.jit(gan.generate)(gen.params, gen.sn, z, y)
@@ -141,25 +142,43 @@ def _privacy_report(config, capsys):
   return json.loads(capsys.readouterr().out)
 
 
-def test_mode_privacy_reports_the_upstream_model_and_both_alternatives(capsys):
+def test_paper_preset_runs_per_row_selection_whose_published_epsilon_is_a_bound(capsys):
   report = _privacy_report(helpers.config("gswgan_mnist_eps10"), capsys)
+  assert report["selection"] == "per_row" and report["accounting"] == "sound"
   assert report["epsilon"] == pytest.approx(9.2428, abs=1e-3)  # dp-accounting's conversion
-  assert report["epsilon_upstream"] == report["epsilon"]
+  assert report["epsilon_per_row"] == report["epsilon"] and "epsilon_bound" not in report
+  assert "epsilon_caveat" not in report and report["within_budget"]
   # Upstream's number: the same RDP curve with the classic conversion (REFERENCE.md b.5).
   assert report["epsilon_upstream_classic"] == pytest.approx(9.992623570832224, rel=1e-9)
   assert report["epsilon_upstream_classic_order"] == 4
-  assert report["epsilon_conservative"] == pytest.approx(2.97e5, rel=0.01)
+  # One critic for all 32 rows (upstream's code): amplified once, sigma / sqrt(32).
+  assert report["epsilon_per_step"] == pytest.approx(2.97e5, rel=0.01)
   assert report["steps"] == 20_000 and report["compositions_per_step"] == 32
   assert report["sampling_rate"] == 1e-3 and report["noise_std_per_pixel"] == pytest.approx(2.14)
   assert report["epsilon_pld"] is None  # dp-accounting's PLD has no WOR sampling
-  conservative = helpers.config("gswgan_mnist_eps10", **{"gswgan.accounting": "conservative",
-                                                         "privacy.target_epsilon": None})
-  report = _privacy_report(conservative, capsys)
-  assert report["epsilon"] == pytest.approx(report["epsilon_conservative"], rel=1e-12)
+
+
+def test_upstream_code_is_accounted_soundly_by_default(capsys):
+  per_step = helpers.config("gswgan_mnist_eps10", **{"gswgan.selection": "per_step",
+                                                     "privacy.target_epsilon": None})
+  report = _privacy_report(per_step, capsys)
+  assert report["epsilon"] == pytest.approx(2.97e5, rel=0.01)
+  assert report["compositions_per_step"] == 1 and "epsilon_caveat" not in report
+
+
+def test_upstream_accounting_of_upstream_code_is_shown_with_a_caveat_and_the_bound(capsys):
+  c = helpers.config("gswgan_mnist_eps10", **{"gswgan.selection": "per_step",
+                                              "gswgan.accounting": "upstream"})
+  report = _privacy_report(c, capsys)
+  assert report["epsilon"] == pytest.approx(9.2428, abs=1e-3)  # the published claim ...
+  assert report["epsilon_bound"] == pytest.approx(2.97e5, rel=0.01)  # ... and the bound
+  assert "NOT a bound" in report["epsilon_caveat"]
+  assert report["within_budget"] is False  # the budget is checked against the bound
 
 
 def test_the_classic_conversion_of_the_rdp_curve_is_upstreams_9_9926():
-  event = dp_accounting.SelfComposedDpEvent(gswgan.step_event(1.07, 1000, 32), 20_000)
+  event = dp_accounting.SelfComposedDpEvent(gswgan.step_event(1.07, 1000, 32, "per_row"),
+                                            20_000)
   orders, curve = accounting.rdp_curve(event, orders="int500", neighboring="replace_one")
   eps, order = accounting.classic_epsilon(orders, curve, 1e-5)
   assert (eps, order) == (pytest.approx(9.992623570832224, rel=1e-12), 4.0)
@@ -169,7 +188,9 @@ def test_the_classic_conversion_of_the_rdp_curve_is_upstreams_9_9926():
     ({"privacy.neighboring": "add_or_remove_one"}, "replace_one"),
     ({"privacy.accountant": "pld"}, "PLD accountant does not support"),
     ({"gswgan.stage": "eval"}, "gswgan.stage must be one of"),
-    ({"gswgan.accounting": "strict"}, "gswgan.accounting must be one of"),
+    ({"gswgan.accounting": "conservative"}, "gswgan.accounting must be one of"),
+    ({"gswgan.selection": "per_batch"}, "gswgan.selection must be one of"),
+    ({"gswgan.critic_chunk": 0}, "gswgan.critic_chunk must be in"),
     ({"gswgan.num_discriminators": 0}, "num_discriminators must be a positive"),
     ({"data.name": "thyroid"}, "28x28x1 images"),
 ])
@@ -178,3 +199,30 @@ def test_user_mistakes_are_one_config_error(overrides, message):
   from dpgen_jax.data import registry
   with pytest.raises(errors.ConfigError, match=message):
     gswgan.validate(c, registry.static_spec(c.data))
+
+
+def test_critic_choice_follows_the_secret_root_not_the_seed():
+  """Two runs of one config (same train.seed) choose different critics; one root, the
+  same (so a resumed run chooses what the first attempt chose)."""
+  from dpgen_jax import rng
+  from dpgen_jax.privacy import randomness
+  k = 100
+  c, method = _tiny_method(**{"gswgan.num_discriminators": k, "gswgan.critic_iters": 1,
+                              "gswgan.gen_arch": "DCGAN"})
+  r = np.random.default_rng(0)
+  method._shards = {"x": jnp.asarray(r.integers(0, 256, (k, 12, 28, 28, 1), dtype=np.uint8)),
+                    "y": jnp.asarray(r.integers(0, 10, (k, 12)), jnp.int32)}
+
+  def trained_critics(root):  # batches drawn per critic in one per-row step
+    method._shard_key = root.key("gswgan/shards")
+    state, metrics = method.train_step(method.init(rng.make_key(0)), None,
+                                       randomness.StepKeys(root)(0))
+    assert "discriminator" not in metrics  # the subsampling outcome is never a metric
+    return np.asarray(state.discs.batches)
+
+  a, b = randomness.SecretRoot.from_entropy(), randomness.SecretRoot.from_entropy()
+  first, again, other = trained_critics(a), trained_critics(a), trained_critics(b)
+  # B = 8 rows, each chosen critic trained one batch (a critic drawn twice keeps one copy).
+  assert 0 < first.sum() <= 8 and set(first.tolist()) <= {0, 1}
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)  # P(the same critics) < 1e-10

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from dpgen_jax import cli, errors
+from dpgen_jax.methods import gswgan
 from dpgen_jax.training import loop
 from dpgen_jax.training.checkpoint import Checkpointer
 from tests import helpers
@@ -28,16 +29,20 @@ def test_smoke_pretrains_then_trains_and_writes_everything(tmp_path, mnist):
   chunks = sorted(f for f in os.listdir(pretrained) if f.startswith("chunk_"))
   assert chunks == ["chunk_00000_00002", "chunk_00002_00004"]
   assert {"meta.json", "partition.npy", "log.jsonl"} <= set(os.listdir(pretrained))
+  with open(os.path.join(pretrained, "log.jsonl")) as f:  # timing only: no critic losses
+    assert all(set(json.loads(line)) == {"start", "end", "seconds"} for line in f)
   assert not os.path.exists(os.path.join(workdir, "privacy.json"))  # pretraining is free
 
   # 'both' on the same workdir: pretraining is found complete, main training runs.
   summary = loop.train(_config("both"), workdir)
   assert summary["steps"] == 4 and 0 < summary["epsilon"] <= 10
-  assert Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
+  assert Checkpointer(workdir, read_only=True).all_steps() == [0, 2, 4]
   ledger = json.loads(open(os.path.join(workdir, "privacy.json")).read())
   assert ledger["steps"] == 4 and ledger["num_discriminators"] == 4
-  assert ledger["neighboring"] == "replace_one" and ledger["accounting"] == "upstream"
+  assert ledger["neighboring"] == "replace_one" and ledger["accounting"] == "sound"
+  assert ledger["selection"] == "per_row"
   assert os.listdir(os.path.join(workdir, "samples"))
+  helpers.assert_only_public_tags(workdir, gswgan.GSWGAN)
 
 
 def test_main_stage_without_pretrained_discriminators_is_one_clear_error(tmp_path, mnist, capsys):

@@ -68,3 +68,50 @@ def test_non_private_ledger_reports_no_epsilon():
   led.charge(dp_accounting.NonPrivateDpEvent(), 10)
   assert math.isinf(led.epsilon())
   assert led.to_json()["epsilon"] is None
+
+
+def test_public_randomness_reports_no_epsilon_but_still_composes():
+  led = ledger_lib.PrivacyLedger(private=True, delta=1e-5, randomness="public")
+  led.charge(_event(), 100)
+  assert led.epsilon() > 0  # the accountant's value (budget checks use it)
+  out = led.to_json()
+  assert out["epsilon"] is None and out["randomness"] == "public"
+  assert "privacy.reproducible" in out["epsilon_caveat"]
+  back = ledger_lib.PrivacyLedger.from_json(json.loads(json.dumps(out)))
+  assert back.randomness == "public" and back.reported_epsilon() is None
+  assert "epsilon_caveat" not in back.info  # re-derived, not stored twice
+
+
+def test_a_reported_event_that_is_not_a_bound_carries_the_bound_and_the_budget_uses_it():
+  reported = _event(sigma=2.0)
+  bound = _event(sigma=0.5)
+  led = ledger_lib.PrivacyLedger(private=True, delta=1e-5, budget_epsilon=50.0,
+                                 info={"epsilon_caveat": "published claim, not a bound"})
+  led.charge(reported, 1000, bound_event=bound)
+  want_bound = accounting.epsilon(accounting.poisson_gaussian_event(1 / 469, 0.5, 1000), 1e-5)
+  assert led.bound_epsilon() == pytest.approx(want_bound, rel=1e-9)
+  assert led.epsilon() < led.bound_epsilon()
+  out = led.to_json()
+  assert out["epsilon_bound"] == pytest.approx(want_bound, rel=1e-9)
+  assert out["epsilon_caveat"] == "published claim, not a bound"
+  assert "bound for this algorithm" in led.describe_epsilon()
+  # The budget is checked against the bound: a plan that fits the reported accounting
+  # but not the bound is refused.
+  more = led.max_more_steps(reported, bound)
+  assert led.bound_epsilon((reported, more, bound)) <= 50.0 < led.bound_epsilon(
+      (reported, more + 1, bound))
+  with pytest.raises(errors.PrivacyBudgetExceeded):
+    led.plan(reported, more + 1, bound)
+  back = ledger_lib.PrivacyLedger.from_json(json.loads(json.dumps(out)))
+  assert back.bound_epsilon() == pytest.approx(want_bound, rel=1e-9)
+  assert back.info["epsilon_caveat"] == "published claim, not a bound"
+
+
+def test_tighten_budget_keeps_the_smaller():
+  led = ledger_lib.PrivacyLedger(private=True, delta=1e-5, budget_epsilon=10.0)
+  led.tighten_budget(20.0)
+  assert led.budget_epsilon == 10.0
+  led.tighten_budget(3.0)
+  assert led.budget_epsilon == 3.0
+  led.tighten_budget(None)
+  assert led.budget_epsilon == 3.0

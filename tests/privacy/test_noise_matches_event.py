@@ -1,0 +1,155 @@
+"""Per method: the noise a real training step adds is the noise the ledger pays for.
+
+Each test builds a method from its smoke preset (on scikit-learn's digits, resized to
+28x28), installs a spy on the privacy mechanisms that replaces the statistic they receive
+by zeros (as for data whose clipped gradients are all zero) and records what they
+return, runs real `train_step`s, and compares the empirical standard deviation of the
+recorded noise with the value implied by the event the loop charges
+(`privacy.plan.step_event`, or the one-time event for CSL-GAN's mean samples):
+
+    std = sigma_event * L2 sensitivity (by hand, per method) / divisor (by hand),
+
+within a two-sided chi-square bound (p = 1e-6). A method whose noise and charged event
+drifted apart (a forgotten sensitivity factor, a different divisor, a noise multiplier
+not the one accounted) fails here.
+"""
+
+import math
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from dpgen_jax import parallel, rng
+from dpgen_jax.data import load_dataset
+from dpgen_jax.methods import get_method
+from dpgen_jax.privacy import mechanisms, plan as privacy_plan, randomness
+from tests import helpers
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+  """Spies on every mechanism call: zero input, record the output (the noise alone)."""
+  out = []
+
+  def record(*leaves):
+    out.append(np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in leaves]))
+
+  real_sum, real_sanitize = mechanisms.GaussianSum.__call__, \
+      mechanisms.ImageGradientSanitizer.__call__
+
+  def spy_sum(self, total, key):
+    noised = real_sum(self, jax.tree.map(jnp.zeros_like, total), key)
+    jax.debug.callback(record, *jax.tree.leaves(noised))
+    return noised
+
+  def spy_sanitize(self, grads, key):
+    noised, norms = real_sanitize(self, jnp.zeros_like(grads), key)
+    jax.debug.callback(record, noised)
+    return noised, norms
+
+  monkeypatch.setattr(mechanisms.GaussianSum, "__call__", spy_sum)
+  monkeypatch.setattr(mechanisms.ImageGradientSanitizer, "__call__", spy_sanitize)
+  return out
+
+
+def _gaussian_multiplier(event) -> float:
+  """sigma of the Gaussian inside a (sampled, self-composed) event."""
+  while not isinstance(event, dp_accounting.GaussianDpEvent):
+    event = event.event
+  return float(event.noise_multiplier)
+
+
+def _assert_std(values: np.ndarray, want: float):
+  ss, n = float(np.sum(np.square(values))), values.size
+  ratio = ss / want ** 2
+  assert stats.chi2.ppf(5e-7, n) <= ratio <= stats.chi2.isf(5e-7, n), \
+      f"noise std {math.sqrt(ss / n):.6g}, charged event implies {want:.6g}"
+
+
+def _run_steps(config, workdir, steps=2):
+  """Builds the method on digits, runs `steps` train steps; returns (module, config, n)."""
+  config.data.name, config.data.image_size = "digits", 28
+  method_mod = get_method(config.method)
+  dataset = load_dataset(config.data)
+  n = dataset.spec.num_train
+  config, _ = privacy_plan.resolve(config, n, method_mod)
+  method = method_mod.build(config, dataset.spec, parallel.make_mesh())
+  root = randomness.SecretRoot.from_entropy()
+  method.setup(str(workdir), dataset, root)
+  state = method.init(rng.make_key(0))
+  keys = randomness.StepKeys(root)
+  q = method.sampling_rate()
+  for t in range(steps):
+    batch = None  # GS-WGAN draws from its shards
+    if q is not None:
+      r = np.random.default_rng(t)
+      size = 96
+      idx = r.choice(n, size=size, replace=False)
+      x = dataset.train_x[idx]
+      batch = {"x": jnp.asarray(x, jnp.float32), "y": jnp.asarray(dataset.train_y[idx]),
+               "mask": jnp.asarray(np.arange(size) < size - 7)}
+    state, _ = method.train_step(state, batch, keys(t))
+  jax.effects_barrier()
+  return method_mod, config, n
+
+
+def test_dpgan_noise_is_sigma_c_over_the_divisor(recorded, tmp_path):
+  module, c, n = _run_steps(helpers.config("mnist_eps10", "smoke"), tmp_path)
+  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  qn = n / math.ceil(n / c.train.batch_size)
+  divisor = int(qn) + int(round(qn))  # upstream's int(qN) + round(qN)
+  assert len(recorded) == 2
+  _assert_std(np.concatenate(recorded), sigma * c.privacy.clip_norm / divisor)
+
+
+def test_dpcgan_microbatch_noise_matches_the_halved_multiplier(recorded, tmp_path):
+  """m < B: noise std sigma C on a sum whose sensitivity is 2C; the ledger charges
+  sigma / 2, so std = (sigma / 2) * 2C / m."""
+  cfg = helpers.config("dpcgan_mnist_eps10", "smoke")
+  cfg.dpcgan.num_microbatches = cfg.train.batch_size // 4
+  module, c, n = _run_steps(cfg, tmp_path)
+  sigma_event = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  assert sigma_event == pytest.approx(c.privacy.noise_multiplier / 2)
+  _assert_std(np.concatenate(recorded),
+              sigma_event * 2 * c.privacy.clip_norm / c.dpcgan.num_microbatches)
+
+
+def test_dp_sinkhorn_noise_is_two_c_sigma_per_pixel(recorded, tmp_path):
+  module, c, n = _run_steps(helpers.config("sinkhorn_mnist_m1", "smoke"), tmp_path)
+  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  _assert_std(np.concatenate(recorded), sigma * 2 * c.privacy.clip_norm)
+
+
+@pytest.mark.parametrize("selection", ["per_row", "per_step"])
+def test_gswgan_noise_matches_the_sound_event_of_each_selection(recorded, tmp_path, selection):
+  """per_row: each row is its own Gaussian (sensitivity 2C); per_step: the B rows of
+  one critic move together (sensitivity 2C sqrt(B))."""
+  c = helpers.config("gswgan_mnist_eps10", "smoke", **{"gswgan.selection": selection})
+  module, c, n = _run_steps(c, tmp_path)  # setup pretrains the 4 smoke critics
+  event = privacy_plan.step_event(c, n, module)
+  sigma = _gaussian_multiplier(event)
+  rows = c.train.batch_size if selection == "per_step" else 1
+  _assert_std(np.concatenate(recorded), sigma * 2 * c.privacy.clip_norm * math.sqrt(rows))
+
+
+def test_cslgan_gc_noise_is_sigma_c_over_b(recorded, tmp_path):
+  module, c, n = _run_steps(helpers.config("cslgan_mnist_gc", "smoke"), tmp_path)
+  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  _assert_std(np.concatenate(recorded), sigma * c.privacy.clip_norm / c.train.batch_size)
+
+
+def test_cslgan_mean_sample_noise_matches_its_one_time_event(recorded, tmp_path):
+  cfg = helpers.config("cslgan_mnist_gc", "smoke", **{
+      "cslgan.num_mean_samples": 3, "cslgan.mean_sample_size": 20,
+      "cslgan.mean_sample_noise_std": 0.3, "cslgan.conditional_arch": "CGAN",
+      "cslgan.mean_sample_min_class_size": 100})
+  module, c, n = _run_steps(cfg, tmp_path, steps=0)
+  (event, count), = privacy_plan.fixed_events(c, n, module)
+  assert count == 3 * 10 and len(recorded) == count
+  sigma = _gaussian_multiplier(event)
+  sensitivity = math.sqrt(28 * 28) / (2 * 20)  # one centred image, / size
+  _assert_std(np.concatenate(recorded), sigma * sensitivity)

@@ -1,0 +1,271 @@
+"""The generic training loop: secret randomness, exact replay on resume (including after
+kill -9 and after falling back to an older checkpoint), the budget, divergence, logs.
+
+Every run here is DP-GAN's smoke preset on scikit-learn's digits (no download), with
+secret randomness unless a test says otherwise.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dpgen_jax import cli, errors, parallel, rng
+from dpgen_jax.data.dataset import DataSpec
+from dpgen_jax.methods import dpgan
+from dpgen_jax.training import loop
+from dpgen_jax.training.checkpoint import Checkpointer
+from tests import helpers
+
+DIGITS = DataSpec("digits", "image", (28, 28, 1), 10, 1437, 360)
+_EVERY = {"train.checkpoint_every": 2, "train.sample_every": 1}
+
+
+def digits_config(steps=6, **overrides):
+  c = helpers.config("mnist_eps10", "smoke", **{"data.name": "digits", "data.image_size": 28})
+  c.train.num_steps = steps
+  for dotted, value in overrides.items():
+    section, key = dotted.split(".")
+    c[section][key] = value
+  return c
+
+
+def _ledger(workdir):
+  with open(os.path.join(workdir, "privacy.json")) as f:
+    return json.load(f)
+
+
+def _final_state(workdir):
+  ck = Checkpointer(workdir, read_only=True)
+  step = ck.latest_step()
+  method = dpgan.build(digits_config(), DIGITS, parallel.make_mesh())
+  state, meta = ck.restore(step, jax.eval_shape(lambda: method.init(rng.make_key(0))))
+  return state, meta
+
+
+def _assert_same_state(a, b):
+  for x, y in zip(jax.tree.leaves(a[0]), jax.tree.leaves(b[0])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _grid(workdir, step):
+  return os.path.join(workdir, "samples", f"step_{step:08d}.png")
+
+
+def _copy_prefix(src, dst, keep_steps):
+  """A copy of run `src` as it was when only checkpoints `keep_steps` existed."""
+  shutil.copytree(src, dst)
+  ckpt = os.path.join(dst, "checkpoints")
+  for name in os.listdir(ckpt):
+    if name.isdigit() and int(name) not in keep_steps:
+      shutil.rmtree(os.path.join(ckpt, name))
+  shutil.rmtree(os.path.join(dst, "samples"))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """An uninterrupted 8-step run with secret randomness: checkpoints 0, 2, ..., 8 and a
+  sample grid after every step."""
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  loop.train(digits_config(8, **_EVERY), workdir)
+  return workdir
+
+
+def test_a_run_keeps_its_secret_root_in_every_checkpoint_and_nowhere_else(straight_run):
+  ck = Checkpointer(straight_run, read_only=True)
+  assert ck.all_steps() == [0, 2, 4, 6, 8]
+  roots = {tuple(ck.restore_secret(s)) for s in ck.all_steps()}
+  assert len(roots) == 1
+  words = [str(w) for w in next(iter(roots))]
+  for name in ("privacy.json", "config.json"):
+    text = open(os.path.join(straight_run, name)).read()
+    assert not any(w in text for w in words if len(w) > 6)
+  ledger = _ledger(straight_run)
+  assert ledger["randomness"] == "secret" and ledger["epsilon"] > 0
+
+
+def test_resume_replays_exactly_what_the_uninterrupted_run_drew(straight_run, tmp_path):
+  """Secret randomness: the resumed run draws the same batches, choices and noise (the
+  root comes from the checkpoint), so its grids and final state equal the straight run's."""
+  resumed = str(tmp_path / "resumed")
+  _copy_prefix(straight_run, resumed, keep_steps={0, 2, 4})
+  loop.train(digits_config(8, **_EVERY), resumed)
+  _assert_same_state(_final_state(straight_run), _final_state(resumed))
+  for step in range(5, 9):
+    assert filecmp.cmp(_grid(straight_run, step), _grid(resumed, step), shallow=False)
+  ledger = _ledger(resumed)
+  assert ledger["steps"] == 8 and [s["count"] for s in ledger["segments"]] == [8]
+
+
+def test_fallback_to_an_older_checkpoint_replays_exactly(straight_run, tmp_path):
+  resumed = str(tmp_path / "fallback")
+  _copy_prefix(straight_run, resumed, keep_steps={0, 2, 4, 6})
+  state_dir = os.path.join(resumed, "checkpoints", "6", "state")
+  for name in os.listdir(state_dir):  # damage checkpoint 6: the loop falls back to 4
+    path = os.path.join(state_dir, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  loop.train(digits_config(8, **_EVERY), resumed)
+  _assert_same_state(_final_state(straight_run), _final_state(resumed))
+  for step in range(5, 9):
+    assert filecmp.cmp(_grid(straight_run, step), _grid(resumed, step), shallow=False)
+  assert _ledger(resumed)["steps"] == 8
+
+
+def test_two_runs_of_one_config_draw_different_batches_and_keys(tmp_path, monkeypatch):
+  drawn, keys = [], []
+
+  class Spy(loop.PoissonSampler):
+    def sample(self, step):
+      out = super().sample(step)
+      drawn[-1].append(frozenset(out.indices[out.mask].tolist()))
+      return out
+
+  real_step_keys = loop.StepKeys
+
+  class KeySpy(real_step_keys):
+    def __call__(self, step):
+      out = super().__call__(step)
+      keys[-1].append(np.asarray(jax.random.key_data(out["noise"])))
+      return out
+
+  monkeypatch.setattr(loop, "PoissonSampler", Spy)
+  monkeypatch.setattr(loop, "StepKeys", KeySpy)
+  for run in ("a", "b"):
+    drawn.append([])
+    keys.append([])
+    loop.train(digits_config(2), str(tmp_path / run))
+  assert len(drawn[0]) == len(drawn[1]) == 2
+  assert drawn[0] != drawn[1]  # same train.seed, different members (P(equal) ~ 1e-40)
+  assert not np.array_equal(keys[0][0], keys[1][0])
+
+
+def test_reproducible_mode_follows_the_seed_and_reports_no_epsilon(tmp_path, capsys):
+  c = digits_config(2, **{"privacy.reproducible": True})
+  summary = loop.train(c, str(tmp_path / "a"))
+  loop.train(c, str(tmp_path / "b"))
+  _assert_same_state(_final_state(str(tmp_path / "a")), _final_state(str(tmp_path / "b")))
+  assert summary["epsilon"] is None and "train.seed" in summary["epsilon_caveat"]
+  ledger = _ledger(str(tmp_path / "a"))
+  assert ledger["epsilon"] is None and ledger["randomness"] == "public"
+  assert "privacy.reproducible" in ledger["epsilon_caveat"]
+  assert cli.run("privacy", c, None) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert report["epsilon"] is None and "privacy.reproducible" in report["epsilon_caveat"]
+  assert report["epsilon_if_randomness_were_secret"] > 0
+
+
+def test_kill9_after_a_grid_and_before_the_next_checkpoint_replays_the_grid(tmp_path):
+  """The grids written before a crash are written again, identically, on resume: no
+  second noisy version of a step is ever released; the ledger charges each step once."""
+  workdir = str(tmp_path / "run")
+  script = textwrap.dedent(f"""
+      from tests.training import test_loop as t
+      from dpgen_jax.training import loop
+      loop.train(t.digits_config(2000, **{{"train.checkpoint_every": 1000,
+                                          "train.sample_every": 1}}), {workdir!r})
+  """)
+  proc = subprocess.Popen([sys.executable, "-c", script], cwd=helpers.ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 240
+    while not os.path.exists(_grid(workdir, 3)):
+      assert time.time() < deadline, "no sample grid within 240 s"
+      assert proc.poll() is None, "training exited before it was killed"
+      time.sleep(0.05)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert Checkpointer(workdir, read_only=True).all_steps() == [0]  # after 0, before 1000
+  written = sorted(int(f[5:13]) for f in os.listdir(os.path.join(workdir, "samples")))
+  first = {s: open(_grid(workdir, s), "rb").read() for s in written if s <= 3}
+  loop.train(digits_config(4, **{"train.checkpoint_every": 1000, "train.sample_every": 1}),
+             workdir)
+  for step, png in first.items():
+    assert open(_grid(workdir, step), "rb").read() == png, f"grid {step} changed"
+  ledger = _ledger(workdir)
+  assert ledger["steps"] == 4 and [s["count"] for s in ledger["segments"]] == [4]
+
+
+def test_resume_keeps_the_smaller_budget(tmp_path):
+  workdir = str(tmp_path)
+  loop.train(digits_config(2), workdir)
+  spent = _ledger(workdir)["epsilon"]
+  # A lower target on resume is honoured: two more steps would exceed it.
+  with pytest.raises(errors.PrivacyBudgetExceeded, match="target_epsilon"):
+    loop.train(digits_config(4, **{"privacy.target_epsilon": spent * 1.01}), workdir)
+  # A higher one is not: the stored budget stays.
+  loop.train(digits_config(4, **{"privacy.target_epsilon": 1e6}), workdir)
+  assert _ledger(workdir)["budget_epsilon"] == 10.0
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  loop.train(digits_config(4, **{"train.checkpoint_every": 2}), workdir)
+  # Resume with an absurd learning rate: D's parameters overflow within a few steps.
+  bad = digits_config(12, **{"train.checkpoint_every": 2, "train.log_every": 1,
+                             "dpgan.d_lr": 1e36})
+  with pytest.raises(loop.TrainingDiverged, match="last good checkpoint is 4"):
+    loop.train(bad, workdir)
+  assert Checkpointer(workdir, read_only=True).latest_step() == 4
+  assert _ledger(workdir)["steps"] == 4
+
+
+def test_non_private_run_uses_the_same_sampling_and_reports_no_epsilon(tmp_path):
+  c = helpers.config("mnist_nonpriv", "smoke", **{"data.name": "digits", "data.image_size": 28})
+  summary = loop.train(c, str(tmp_path))
+  assert summary["epsilon"] is None
+  ledger = _ledger(str(tmp_path))
+  assert ledger["private"] is False and ledger["epsilon"] is None and ledger["steps"] == 6
+  assert ledger["sampling"]["scheme"] == "poisson"
+  # Without privacy there is nothing to protect: every metric is logged.
+  assert {"d_loss", "batch/real_size"} <= helpers.written_tags(str(tmp_path))
+
+
+def test_default_logs_hold_only_public_metrics(straight_run, caplog):
+  helpers.assert_only_public_tags(straight_run, dpgan.DPGAN)
+  assert "private_diagnostics" not in _ledger(straight_run)
+
+
+def test_private_metrics_only_with_the_switch_and_recorded(tmp_path, caplog):
+  workdir = str(tmp_path)
+  with caplog.at_level("INFO", logger="dpgen_jax"):
+    loop.train(digits_config(2, **{"train.log_private_metrics": True, "train.log_every": 1}),
+               workdir)
+  tags = helpers.written_tags(workdir)
+  assert {"private/d_loss", "private/d_acc_real", "private/batch/real_size"} <= tags
+  assert "d_loss" not in tags
+  assert "NOT covered by epsilon" in _ledger(workdir)["private_diagnostics"]
+  progress = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+  assert progress and all("private/d_loss" in line for line in progress)
+
+
+def test_default_progress_line_shows_no_private_metric(tmp_path, caplog):
+  with caplog.at_level("INFO", logger="dpgen_jax"):
+    loop.train(digits_config(2, **{"train.log_every": 1}), str(tmp_path))
+  progress = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+  assert progress
+  for line in progress:
+    assert "eps " in line and "g_loss=" in line
+    for private in ("d_loss", "d_acc_real", "d_clip_fraction", "real_size"):
+      assert private not in line
+
+
+def test_an_old_checkpoint_without_a_root_is_one_clear_error(tmp_path):
+  workdir = str(tmp_path)
+  loop.train(digits_config(2), workdir)
+  for step in Checkpointer(workdir, read_only=True).all_steps():
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step), "secret"))
+  with pytest.raises(errors.UserError, match="no secret root"):
+    loop.train(digits_config(4), workdir)
