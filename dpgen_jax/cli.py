@@ -5,7 +5,7 @@ import sys
 
 from dpgen_jax import errors
 
-MODES = ("train", "eval", "privacy", "audit")
+MODES = ("train", "eval", "privacy", "audit", "generate")
 _NOT_YET: dict[str, str] = {}
 EXIT_USER_ERROR = 2
 
@@ -57,6 +57,15 @@ def _eval(config, workdir) -> int:
   return 0
 
 
+def _generate(config, workdir) -> int:
+  from dpgen_jax.evaluation import synthetic
+  if not workdir:
+    raise errors.ConfigError("--workdir is required for --mode=generate.")
+  out = synthetic.generate_workdir(config, workdir)
+  print(json.dumps(out, indent=2, sort_keys=True))
+  return 0
+
+
 def run(mode: str, config, workdir: str | None) -> int:
   """Runs one mode; returns the exit status (2 with one message for user mistakes)."""
   from dpgen_jax import log
@@ -73,6 +82,8 @@ def run(mode: str, config, workdir: str | None) -> int:
       return _eval(config, workdir)
     if mode == "audit":
       return _audit(config, workdir)
+    if mode == "generate":
+      return _generate(config, workdir)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_USER_ERROR

@@ -60,6 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.prng_impl = "rbg"  # JAX key implementation (see dpgen_jax/rng.py)
 
   c.eval = ml_collections.ConfigDict()
+  # 'full': the protocol of reported numbers; 'quick': <= 10,000 samples and 3 classifier
+  # epochs for monitoring and sweeps (eval/metrics_quick.jsonl; docs/results.md gives
+  # its agreement with the full protocol).
+  c.eval.protocol = "full"
   c.eval.num_samples = 60_000
   c.eval.batch_size = 500  # generation batch
   c.eval.labels = "uniform"  # 'uniform' (i.i.d.) or 'balanced' (0..K-1 repeated)
@@ -80,6 +84,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_epochs = config_dict.placeholder(int)  # override the DP-Sinkhorn protocol's
   c.eval.patience = config_dict.placeholder(int)
   c.eval.threshold_background = False  # DP-Sinkhorn's pixel post-processing
+
+  # --mode=generate: WORKDIR/synthetic/step_<S>.npz (+ .json, .csv for tables).
+  c.generate = ml_collections.ConfigDict()
+  c.generate.num_samples = 60_000
+  c.generate.checkpoint = config_dict.placeholder(int)  # default: the newest
+  c.generate.batch_size = 500
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # set for multi-host jax.distributed

@@ -35,7 +35,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The quick evaluation protocol (docs/results.md: agreement with the full protocol).
-QUICK_EVAL = {"eval.num_samples": 10_000, "eval.cnn_epochs": 3, "eval.export_grid": True}
+QUICK_EVAL = {"eval.protocol": "quick", "eval.export_grid": True}
 
 
 def _flag(key: str, value) -> str:

@@ -29,45 +29,40 @@ import numpy as np
 from dpgen_jax import errors, parallel, rng
 from dpgen_jax.data import load_dataset
 from dpgen_jax.evaluation import metrics as metrics_lib
+from dpgen_jax.evaluation.synthetic import generate
 from dpgen_jax.log import get_logger
 from dpgen_jax.methods import get_method
 from dpgen_jax.training import images
 from dpgen_jax.training.checkpoint import Checkpointer
 
 METRICS_FILE = os.path.join("eval", "metrics.jsonl")
+# The quick protocol (monitoring, sweeps): fewer samples and classifier epochs, its own
+# file, so a checkpoint scored quickly is still scored in full by a later full job.
+PROTOCOLS = ("full", "quick")
+# The LeNet of fid_lenet is the full protocol's (trained once, cached): FIDs of both
+# protocols use the same features, the quick one on fewer samples.
+QUICK = {"num_samples": 10_000, "cnn_epochs": 3, "max_epochs": 30}
 
 
-def generate(method, state, num_samples: int, num_classes: int, *, seed: int,
-             batch_size: int = 500, labels: str = "uniform", quantize: bool = True,
-             prng_impl: str = rng.DEFAULT_IMPL) -> tuple[np.ndarray, np.ndarray]:
-  """`num_samples` samples of the released generator with their labels.
-
-  labels='uniform': i.i.d. uniform labels (dpgan-revisit); 'balanced': 0..K-1 repeated
-  (GS-WGAN, DP-CGAN). quantize: round(255 x) / 255 as upstream's saved images.
-  """
-  key = jax.random.fold_in(rng.make_key(seed, prng_impl), 0xE7A1)
-  if labels == "uniform":
-    y = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (num_samples,), 0,
-                                      num_classes), np.int32)
-  elif labels == "balanced":
-    y = np.arange(num_samples, dtype=np.int32) % num_classes
-  else:
-    raise errors.ConfigError(f"eval.labels must be 'uniform' or 'balanced', got {labels!r}.")
-  chunks = []
-  padded = -(-num_samples // batch_size) * batch_size
-  y_pad = np.concatenate([y, np.zeros((padded - num_samples,), np.int32)])
-  for i in range(0, padded, batch_size):  # one jitted call per batch of `batch_size`
-    chunk = method.sample(state, jax.random.fold_in(key, 2 + i // batch_size),
-                          jnp.asarray(y_pad[i:i + batch_size]))
-    chunks.append(np.asarray(chunk))
-  x = np.concatenate(chunks)[:num_samples].astype(np.float32)
-  if quantize:
-    x = np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
-  return x.astype(np.float32), y
+def metrics_file(protocol: str = "full") -> str:
+  return METRICS_FILE if protocol == "full" else os.path.join("eval", f"metrics_{protocol}.jsonl")
 
 
-def evaluated_steps(workdir: str) -> set[int]:
-  path = os.path.join(workdir, METRICS_FILE)
+def apply_protocol(eval_config) -> None:
+  """eval.protocol = 'quick': at most QUICK's samples and epochs (a copy of the
+  reported 'full' protocol's code path, just smaller); 'full' changes nothing."""
+  errors.require(eval_config.get("protocol", "full") in PROTOCOLS,
+                 f"eval.protocol must be one of {PROTOCOLS}, got {eval_config.get('protocol')!r}.")
+  if eval_config.get("protocol", "full") != "quick":
+    return
+  eval_config.num_samples = min(int(eval_config.num_samples), QUICK["num_samples"])
+  eval_config.cnn_epochs = min(int(eval_config.cnn_epochs), QUICK["cnn_epochs"])
+  eval_config.max_epochs = min(int(eval_config.max_epochs or QUICK["max_epochs"]),
+                               QUICK["max_epochs"])
+
+
+def evaluated_steps(workdir: str, protocol: str = "full") -> set[int]:
+  path = os.path.join(workdir, metrics_file(protocol))
   if not os.path.exists(path):
     return set()
   steps = set()
@@ -87,6 +82,11 @@ def _validate(config, workdir: str, kind: str) -> None:
   errors.require(e.num_samples > 0, f"eval.num_samples must be positive, got {e.num_samples}.")
   errors.require(len(e.seeds) > 0, "eval.seeds must name at least one seed.")
   metrics_lib.validate_metrics(tuple(e.metrics), kind, e)
+  check_workdir(config, workdir)
+
+
+def check_workdir(config, workdir: str) -> None:
+  """The workdir exists and was trained with this config's method and dataset."""
   if not os.path.isdir(workdir):
     raise errors.UserError(f"--workdir {workdir} does not exist; train first (or start the "
                            f"eval job beside the training job on the same workdir).")
@@ -109,6 +109,9 @@ class Evaluator:
   def __init__(self, config, workdir: str):
     self.config = config
     self.workdir = workdir
+    apply_protocol(config.eval)
+    self.protocol = config.eval.get("protocol", "full")
+    self.metrics_file = metrics_file(self.protocol)
     method_mod = get_method(config.method)
     self.dataset = load_dataset(config.data)
     _validate(config, workdir, self.dataset.kind)
@@ -150,7 +153,7 @@ class Evaluator:
       gen_x = np.asarray(threshold_background(gen_x))
     record = {"step": int(step), "epsilon": ledger.get("epsilon"),
               "delta": ledger.get("delta"), "private": ledger.get("private"),
-              "num_samples": int(e.num_samples), "labels": e.labels}
+              "num_samples": int(e.num_samples), "labels": e.labels, "protocol": self.protocol}
     if caveat:
       record["epsilon_caveat"] = caveat
     if "epsilon_bound" in ledger:  # the shown epsilon is not a bound (GS-WGAN 'upstream')
@@ -181,7 +184,7 @@ class Evaluator:
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
     self.writer().write_scalars(int(step), scalars)
     self.writer().flush()
-    with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
+    with open(os.path.join(self.workdir, self.metrics_file), "a") as f:
       f.write(json.dumps(record, sort_keys=True) + "\n")
     return record
 
@@ -192,7 +195,7 @@ class Evaluator:
     """Watches the workdir until the final checkpoint is evaluated (or idle timeout)."""
     log = get_logger()
     e = self.config.eval
-    done = evaluated_steps(self.workdir)
+    done = evaluated_steps(self.workdir, self.protocol)
     failed: set[int] = set()
     records = []
     only = e.get("checkpoint")
@@ -202,7 +205,7 @@ class Evaluator:
       if only is not None:
         todo = [only] if only in available and only not in done else []
         if only in done:
-          log.info("Checkpoint %d is already in %s.", only, METRICS_FILE)
+          log.info("Checkpoint %d is already in %s.", only, self.metrics_file)
           return records
       else:  # checkpoint 0 (the untrained state, kept for exact replay) only on request
         todo = [s for s in available if s not in done and s not in failed and s > 0]
@@ -217,7 +220,7 @@ class Evaluator:
       final = self._final_step_from_checkpoints(available)
       if final is not None and final in done | failed:
         log.info("The final checkpoint (%d) is evaluated; results in %s.", final,
-                 os.path.join(self.workdir, METRICS_FILE))
+                 os.path.join(self.workdir, self.metrics_file))
         return records
       if time.time() - last_activity > float(e.idle_timeout_secs):
         log.info("No new checkpoint for %.0f s; stopping (eval.idle_timeout_secs).",

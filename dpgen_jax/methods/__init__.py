@@ -11,6 +11,8 @@ METHODS = {
     "dp_sinkhorn": "dpgen_jax.methods.dp_sinkhorn",
     "gswgan": "dpgen_jax.methods.gswgan",
     "cslgan": "dpgen_jax.methods.cslgan",
+    "dp_merf": "dpgen_jax.methods.dp_merf",
+    "dp_ntk": "dpgen_jax.methods.dp_ntk",
 }
 
 

@@ -60,6 +60,35 @@ def orders_for(name: str) -> tuple[float, ...]:
   return ORDER_GRIDS[name]
 
 
+def _rescaled_gaussians(event: DpEvent, factor: float) -> DpEvent:
+  """`event` with every Gaussian's noise multiplier multiplied by `factor`."""
+  if isinstance(event, dp_accounting.GaussianDpEvent):
+    return dp_accounting.GaussianDpEvent(event.noise_multiplier * factor)
+  if isinstance(event, dp_accounting.ComposedDpEvent):
+    return dp_accounting.ComposedDpEvent([_rescaled_gaussians(e, factor) for e in event.events])
+  if isinstance(event, (dp_accounting.SelfComposedDpEvent, dp_accounting.PoissonSampledDpEvent,
+                        dp_accounting.SampledWithoutReplacementDpEvent,
+                        dp_accounting.SampledWithReplacementDpEvent)):
+    return attr.evolve(event, event=_rescaled_gaussians(event.event, factor))
+  return event
+
+
+class _ReplaceOnePLDAccountant(pld.PLDAccountant):
+  """dp-accounting's PLD accountant with this library's convention for replace-one.
+
+  Here a GaussianDpEvent's noise multiplier is always noise std / L2 sensitivity under
+  the configured neighbouring relation (what dp-accounting's RDP accountant assumes).
+  dp-accounting's PLD accountant instead reads it relative to the add/remove
+  sensitivity and doubles the sensitivity for REPLACE_ONE, which would count a
+  replace-one mechanism twice. This class (the one place that works around it) passes
+  multipliers x2 under REPLACE_ONE, so both accountants see the same mechanism;
+  tests/privacy/test_accounting.py checks a single Gaussian against its closed form.
+  """
+
+  def compose(self, event: DpEvent, count: int = 1):
+    return super().compose(_rescaled_gaussians(event, 2.0), count)
+
+
 def make_accountant(accountant: str = "rdp", *, orders: str = "dp_accounting",
                     neighboring: str = "add_or_remove_one",
                     pld_discretization: float = 1e-4) -> dp_accounting.PrivacyAccountant:
@@ -68,8 +97,8 @@ def make_accountant(accountant: str = "rdp", *, orders: str = "dp_accounting",
   if accountant == "rdp":
     return rdp.RdpAccountant(orders=list(orders_for(orders)), neighboring_relation=relation)
   if accountant == "pld":
-    return pld.PLDAccountant(neighboring_relation=relation,
-                             value_discretization_interval=pld_discretization)
+    cls = _ReplaceOnePLDAccountant if neighboring == "replace_one" else pld.PLDAccountant
+    return cls(neighboring_relation=relation, value_discretization_interval=pld_discretization)
   raise ValueError(f"unknown accountant {accountant!r}; known: {list(ACCOUNTANTS)}")
 
 

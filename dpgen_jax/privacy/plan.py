@@ -92,7 +92,6 @@ def resolve(config, num_examples: int, method: ModuleType) -> tuple[ml_collectio
   if not p.enabled:
     return config, notes
   kwargs = _accountant_kwargs(config)
-  fixed = fixed_events(config, num_examples, method)
 
   def bounding_event(cfg):  # calibrate against the bound, as the budget is checked
     bound = bound_step_event(cfg, num_examples, method)
@@ -102,14 +101,17 @@ def resolve(config, num_examples: int, method: ModuleType) -> tuple[ml_collectio
     steps = config.train.num_steps
 
     def make(sigma):
-      one = bounding_event(_with(config, **{"privacy.noise_multiplier": float(sigma)}))
-      return _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(one, steps))
+      # One-time releases may use the calibrated multiplier too (DP-MERF's embedding).
+      probe = _with(config, **{"privacy.noise_multiplier": float(sigma)})
+      return _with_fixed(fixed_events(probe, num_examples, method),
+                         dp_accounting.SelfComposedDpEvent(bounding_event(probe), steps))
 
     sigma = accounting.calibrate_noise_multiplier(make, p.target_epsilon, p.delta, **kwargs)
     config = _with(config, **{"privacy.noise_multiplier": sigma})
     notes["noise_multiplier_calibrated_for"] = p.target_epsilon
   elif config.train.num_steps is None:
     one = bounding_event(config)
+    fixed = fixed_events(config, num_examples, method)
     steps = accounting.calibrate_steps(
         lambda n: _with_fixed(fixed, dp_accounting.SelfComposedDpEvent(one, n)),
                                        p.target_epsilon, p.delta, **kwargs)

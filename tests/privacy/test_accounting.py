@@ -121,3 +121,23 @@ def test_rdp_curves_kept_on_disk_are_dp_accountings_and_only_used_under_their_ow
   accounting._leaf_rdp.cache_clear()
   assert accounting.rdp_vector(event, orders="opacus") == pytest.approx(np.full_like(direct, 1.0))
   accounting._leaf_rdp.cache_clear()  # leave no planted curve for other tests
+
+
+@pytest.mark.parametrize("neighboring", ["add_or_remove_one", "replace_one"])
+def test_one_gaussian_release_matches_the_analytic_gaussian_under_both_relations(neighboring):
+  """A single Gaussian with multiplier sigma (noise std / sensitivity under the relation
+  in use) is (eps, delta)-DP with delta(eps) = Phi(-eps s + 1/(2 s)) - e^eps Phi(-eps s -
+  1/(2 s)), s = sigma (Balle & Wang 2018). PLD must give that eps for either relation
+  (dp-accounting's PLD alone would double the sensitivity under replace-one)."""
+  from scipy import optimize, stats
+  sigma, delta = 3.7306, 1e-5
+  exact = optimize.brentq(lambda e: stats.norm.cdf(-e * sigma + 0.5 / sigma)
+                          - math.exp(e) * stats.norm.cdf(-e * sigma - 0.5 / sigma) - delta,
+                          0.01, 20)
+  assert exact == pytest.approx(1.0, abs=2e-3)
+  got = accounting.epsilon(dp_accounting.GaussianDpEvent(sigma), delta, accountant="pld",
+                           neighboring=neighboring)
+  assert got == pytest.approx(exact, abs=5e-3)
+  # RDP is looser for one release but must not be tighter than the exact value.
+  assert accounting.epsilon(dp_accounting.GaussianDpEvent(sigma), delta,
+                            neighboring=neighboring) >= exact

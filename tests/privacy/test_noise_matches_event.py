@@ -153,3 +153,17 @@ def test_cslgan_mean_sample_noise_matches_its_one_time_event(recorded, tmp_path)
   sigma = _gaussian_multiplier(event)
   sensitivity = math.sqrt(28 * 28) / (2 * 20)  # one centred image, / size
   _assert_std(np.concatenate(recorded), sigma * sensitivity)
+
+
+@pytest.mark.parametrize("config_name, neighboring, factor", [
+    ("merf_mnist_eps1", "replace_one", 2.0), ("merf_mnist_eps10", "add_or_remove_one", 1.0),
+    ("ntk_mnist_eps10", "replace_one", 2.0)])
+def test_embedding_release_noise_matches_its_one_time_event(recorded, tmp_path, config_name,
+                                                            neighboring, factor):
+  """The mean of n features of norm <= 1: sensitivity 2/n (replace-one) or 1/n
+  (add/remove-one); std per entry = sigma_event * sensitivity."""
+  cfg = helpers.config(config_name, "smoke", **{"privacy.neighboring": neighboring})
+  module, c, n = _run_steps(cfg, tmp_path, steps=0)
+  (event, count), = privacy_plan.fixed_events(c, n, module)
+  assert count == 1 and len(recorded) == 1
+  _assert_std(recorded[0], _gaussian_multiplier(event) * factor / n)

@@ -1,0 +1,14 @@
+"""DP-NTK on Fashion-MNIST at epsilon 1 (delta 1e-5): one private release of a
+class-conditional mean embedding, then generator training at no further privacy cost.
+
+Presets: paper (the published settings), cpu (this library's choice for the CPU, see
+CPU), smoke (seconds, for tests). Spec: docs/methods/dp_ntk.md.
+"""
+
+from dpgen_jax.methods import embedding_config
+
+CPU = {}
+
+
+def get_config(preset: str | None = None):
+  return embedding_config.get("dp_ntk", "fashion_mnist", 1, preset, CPU)
