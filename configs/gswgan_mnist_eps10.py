@@ -5,12 +5,14 @@ discriminators (resumable, saved in DIR/pretrained) and then trains the generato
 `--config.gswgan.stage=pretrain` / `=main` run the two stages as separate commands.
 
 Algorithm and accounting (docs/methods/gswgan.md): each of the B = 32 rows of a generator
-step draws its own discriminator (gswgan.selection = 'per_row'), so the per-row
+step draws its own discriminator (gswgan.selection = 'per_row') and one critic per step is
+trained in a fixed public order (gswgan.critic_schedule = 'round_robin'), so the per-row
 subsampled composition that upstream published is a valid bound for what runs here.
-Upstream's own code drew ONE discriminator per step for all 32 rows; for that algorithm
-(--config.gswgan.selection=per_step) the sound epsilon of the paper run is about 3e5,
-not 9.24. --config.gswgan.accounting=upstream shows the published number for it, with a
-caveat and the sound value, and the budget is checked against the sound value.
+Upstream's own code drew ONE discriminator per step for all 32 rows and trained only that
+one; for it no bound is proven (the critics' state depends on the secret draws), and with
+one critic per step but a round-robin schedule the sound epsilon of the paper run is about
+3e5. --config.gswgan.accounting=upstream shows the published number with a caveat and
+the bound, which the budget is checked against.
 
 Presets:
   paper  upstream's settings: K = 1000 discriminators on 60-image shards, 2001 pretraining

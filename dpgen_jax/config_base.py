@@ -11,6 +11,8 @@ from ml_collections import config_dict
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = ""
+  c.config_file = ""  # set by the presets: e.g. 'configs/mnist_eps10.py'
+  c.preset = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist"
@@ -127,6 +129,8 @@ def apply_preset(preset: str | None, config_name: str, paper: ml_collections.Con
   """`paper` with a preset: 'paper' as is, 'smoke' = smoke(paper), 'cpu' = `cpu`'s
   {"section.key": value} overrides applied to it. Unknown presets are a ConfigError."""
   preset = select_preset(preset, ("paper", "cpu", "smoke"), config_name)
+  # Where the config came from (the run warns on a CPU with the `cpu` preset to use).
+  paper.config_file, paper.preset = config_name, preset
   if preset == "smoke":
     return smoke(paper)
   if preset == "cpu":

@@ -54,8 +54,9 @@ def _load_rows(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _final_metrics(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "eval", "metrics.jsonl")
+def _final_metrics(workdir: str, protocol: str = "full") -> dict | None:
+  name = "metrics.jsonl" if protocol == "full" else f"metrics_{protocol}.jsonl"
+  path = os.path.join(workdir, "eval", name)
   rows = _load_rows(path)
   if not rows:
     return None
@@ -99,7 +100,7 @@ def run_trial(grid: dict, trial: dict, root: str, python: str) -> dict:
   row.update(eval_exit=code, eval_wall_s=round(eval_s, 1), eval_overrides=eval_overrides,
              load_after=[round(v, 2) for v in os.getloadavg()],
              epsilon=ledger.get("epsilon"), delta=ledger.get("delta"), steps=ledger.get("steps"))
-  metrics = _final_metrics(workdir)
+  metrics = _final_metrics(workdir, eval_overrides.get("eval.protocol", "full"))
   if code != 0 or metrics is None:
     row["error"] = f"evaluation exited with {code}; see {log_path}"
     return row

@@ -156,6 +156,9 @@ class Evaluator:
               "num_samples": int(e.num_samples), "labels": e.labels, "protocol": self.protocol}
     if caveat:
       record["epsilon_caveat"] = caveat
+    trained_on_private = [m for m in e.metrics if m in metrics_lib.USES_PRIVATE_MODEL]
+    if trained_on_private:  # the LeNet behind these is trained on the private split
+      record["not_covered_by_epsilon"] = trained_on_private
     if "epsilon_bound" in ledger:  # the shown epsilon is not a bound (GS-WGAN 'upstream')
       record["epsilon_bound"] = ledger["epsilon_bound"]
     for name in e.metrics:

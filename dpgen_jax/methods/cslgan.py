@@ -39,10 +39,11 @@ def sampling_rate(config, num_examples: int) -> float:
 
 
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
-  """One D step: PoissonSampled(B/N, Gaussian(sigma)) (for 'is': nominal only)."""
-  return dp_accounting.PoissonSampledDpEvent(
-      sampling_rate(config, num_examples),
-      dp_accounting.GaussianDpEvent(config.privacy.noise_multiplier))
+  """One D step: PoissonSampled(B/N, Gaussian(sigma)) from the gc mechanism (for 'is':
+  nominal only). C_tot only scales the noise and the sensitivity alike."""
+  mech = dp.gc_mechanism(float(config.privacy.noise_multiplier), 1.0,
+                         float(config.train.batch_size))
+  return mech.poisson_event(sampling_rate(config, num_examples))
 
 
 def min_class_size(config, num_examples: int) -> int | None:

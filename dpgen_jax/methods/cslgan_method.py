@@ -35,10 +35,11 @@ class CSLGANState:
 
 class CSLGAN(base.Method):
 
-  # Under DP, D is private (gc: DP-SGD); the adversarial loss is computed on public data or
-  # mean samples and fakes, the clip total from public data: post-processing. Gradient
-  # norms and the immediate sensitivity read the private batch.
-  public_metrics = frozenset({"g_loss", "g_steps", "d_adv_loss", "d_clip_total"})
+  # Under DP, D is private (gc: DP-SGD); the clip total comes from public data: post-
+  # processing. The adversarial loss is public only when computed on public data or mean
+  # samples (set in __init__); gradient norms and the immediate sensitivity read the
+  # private batch.
+  public_metrics = frozenset({"g_loss", "g_steps", "d_clip_total"})
 
   def __init__(self, config, spec, mesh, *, public_source, g_threshold):
     super().__init__(config, spec, mesh)
@@ -59,6 +60,8 @@ class CSLGAN(base.Method):
     self.private = bool(p.enabled)
     self.mode = p.mode if self.private else "none"
     self.source = public_source
+    if public_source in ("public", "mean_samples"):
+      self.public_metrics = self.public_metrics | {"d_adv_loss"}
     self.g_threshold = float(g_threshold)
     self.g_tx = optax.adam(g.g_lr, b1=g.beta1, b2=g.beta2, eps=1e-8)
     self.d_tx = optax.chain(optax.add_decayed_weights(g.weight_decay),

@@ -6,40 +6,50 @@ Spec: docs/methods/gswgan.md. Two stages, both run by `--mode=train`:
   discriminators, each trained non-privately on its own disjoint shard of n = N // K
   examples with a throwaway generator, vmapped over chunks, saved with Orbax;
 * main training ('main' or 'both'): one `train_step` = one generator iteration:
-  1. the choice of critics (from the run's secret root), by `gswgan.selection`:
-     'per_row' (default): each of the B rows draws its own discriminator k_i uniformly,
-       independently of the other rows; 'per_step' (upstream's code): one k for all B rows;
-  2. `critic_iters` (5) WGAN-GP + drift steps of each selected critic on its shard
-     (non-private), with its own Adam state (fresh at the start of main training, as
-     upstream); a critic drawn twice in one step is trained once per draw from the
-     same state and the first copy is kept;
+  1. critic training, by `gswgan.critic_schedule`:
+     'round_robin' (default): the critics (t c, ..., t c + c - 1) mod K, c =
+       gswgan.critics_per_step (1), each take `critic_iters` (5) WGAN-GP + drift steps on
+       their shard (non-private); a public schedule, independent of which critics the
+       rows draw;
+     'drawn' (upstream's code): the critic(s) drawn in step 2 are trained instead;
+  2. the choice of critics for the rows (secret root), by `gswgan.selection`:
+     'per_row' (default): each of the B rows draws its own discriminator uniformly,
+       independently of the other rows; 'per_step' (upstream): one for all B rows;
   3. the generator step with B = train.batch_size fakes: g_i = d D_k(i)(x_i, y_i)/d x_i,
      clipped to C and perturbed by N(0, (2 C sigma)^2) per pixel, pulled back through G
-     with a VJP of -(1/B) sum_i; Adam on G (gswgan_core.sanitizer);
+     with a VJP of -(1/B) sum_i; Adam on G (gswgan_core.sanitizer). With the round-robin
+     schedule this forward pass does not write the critics' spectral-norm vectors back,
+     so a critic's state never depends on the draws;
   4. the EMA copy of G (decay min(1 - 1/(t+1), 0.999), including SN u/v) is updated;
      it is what `sample` uses and what is released.
 
 Privacy (docs/methods/gswgan.md). Under replace-one of a training record only the
 critic of the record's shard differs; each sanitised row is a Gaussian mechanism with
 sensitivity 2C and multiplier sigma, and a row uses the record's critic with
-probability 1/K. What the accountant may compose depends on how critics are chosen:
+probability 1/K. The proof that per-step subsampled events compose needs every critic's
+state to be a function of its shard, the released history and randomness independent
+of the draws: true for the round-robin schedule (condition on the critics' own
+randomness, then each step is a fresh subsampled Gaussian; mix over it at the end by
+the joint quasi-convexity of Renyi divergence). With 'drawn', a critic is trained only
+when drawn, so its state depends on earlier secret draws that past outputs reveal
+something about, and no bound is proven (not even upstream's).
 
-* per_row: the B rows choose their critics independently, so a step is B independently
-  subsampled Gaussians, SelfComposed(SampledWithoutReplacement(K, 1, Gaussian(sigma)), B):
-  epsilon 9.243 at the paper's settings (upstream printed 9.9926, the same RDP curve
-  with the classic conversion);
-* per_step: one critic serves all B rows, so one record reaches all B rows at once
-  (probability 1/K): a Gaussian with multiplier sigma / sqrt(B), amplified once,
-  SampledWithoutReplacement(K, 1, Gaussian(sigma / sqrt(B))): about 3e5 at the paper's
-  settings. Upstream ran this algorithm but accounted it as per_row.
+* per_row + round_robin: a step is B independently subsampled Gaussians,
+  SelfComposed(SampledWithoutReplacement(K, 1, Gaussian(sigma)), B): epsilon 9.243 at
+  the paper's settings (upstream printed 9.9926: the same RDP curve with the classic
+  conversion);
+* per_step + round_robin: one critic serves all B rows, so one record reaches all B
+  rows at once (probability 1/K): SampledWithoutReplacement(K, 1, Gaussian(sigma /
+  sqrt(B))): about 3e5 at the paper's settings.
 
-`gswgan.accounting`: 'sound' (default) charges the event of the algorithm that runs;
-'upstream' charges the per-row composition whatever the selection, to reproduce the
-published number: with per_step it is NOT a bound, so every place that shows epsilon
-carries a caveat and the sound value (`epsilon_bound`), and the budget is checked
-against the sound value. Discriminators, their pretraining and the critic losses are
-private and never released (nor logged, without train.log_private_metrics); the EMA
-generator is released.
+`gswgan.accounting`: 'sound' (default; needs round_robin) charges the event of the
+algorithm that runs; 'upstream' charges the per-row composition whatever runs, to
+reproduce the published number: where that is not a bound every place that shows
+epsilon carries a caveat and the bound (`epsilon_bound`: the sound value, or none for
+the 'drawn' schedule), and the budget is checked against the bound (so a run without a
+proven bound needs privacy.target_epsilon = None). Discriminators, their pretraining
+and the critic losses are private and never released (nor logged, without
+train.log_private_metrics); the EMA generator is released.
 """
 
 import dp_accounting
@@ -58,10 +68,10 @@ from dpgen_jax.privacy import accounting
 STAGES = ("pretrain", "main", "both")
 ACCOUNTINGS = ("sound", "upstream")
 SELECTIONS = ("per_row", "per_step")
-UPSTREAM_CAVEAT = ("gswgan.accounting = 'upstream' with gswgan.selection = 'per_step': the "
-                   "epsilon shown is the published accounting (B independently subsampled "
-                   "Gaussians per step), which is NOT a bound for this algorithm (one "
-                   "discriminator serves all B rows); epsilon_bound is the sound value")
+SCHEDULES = ("round_robin", "drawn")
+UPSTREAM_CAVEAT = ("gswgan.accounting = 'upstream': the epsilon shown is the published "
+                   "accounting (B independently subsampled Gaussians per step), which is NOT "
+                   "a bound for this algorithm ({why}); epsilon_bound is {bound}")
 LATENTS = ("bernoulli", "normal")
 
 
@@ -81,13 +91,29 @@ def step_event(noise_multiplier: float, num_discriminators: int, batch_size: int
 
 
 def _events(config) -> tuple[dp_accounting.DpEvent, dp_accounting.DpEvent | None]:
-  """(the event charged and shown, a bound when the first is not one)."""
+  """(the event charged and shown, a bound when the first is not one). Without a proven
+  bound (the 'drawn' schedule) the bound is NonPrivateDpEvent: infinite epsilon."""
   g, p = config.gswgan, config.privacy
   args = (p.noise_multiplier, g.num_discriminators, config.train.batch_size)
   sound = step_event(*args, selection=g.selection, clip_norm=p.clip_norm)
+  if g.critic_schedule != "round_robin":
+    return step_event(*args, selection="per_row", clip_norm=p.clip_norm), \
+        dp_accounting.NonPrivateDpEvent()
   if g.accounting == "sound" or g.selection == "per_row":
     return sound, None
   return step_event(*args, selection="per_row", clip_norm=p.clip_norm), sound
+
+
+def upstream_caveat(config) -> str | None:
+  g = config.gswgan
+  if g.critic_schedule != "round_robin":
+    return UPSTREAM_CAVEAT.format(
+        why="critics are trained only when drawn, so their state depends on the secret "
+            "draws", bound="none (no bound is proven)")
+  if g.selection == "per_step":
+    return UPSTREAM_CAVEAT.format(why="one discriminator serves all B rows",
+                                  bound="the sound value")
+  return None
 
 
 def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
@@ -112,7 +138,9 @@ def privacy_fields(config, num_examples: int) -> dict:
       sensitivity=2.0 * p.clip_norm,
       noise_std_per_pixel=2.0 * p.clip_norm * sigma if sigma else None,
       num_discriminators=k, shard_size=n, examples_used=used, generator_batch_size=b,
-      selection=g.selection, accounting=g.accounting,
+      selection=g.selection, critic_schedule=g.critic_schedule,
+      critics_trained_per_step=int(g.critics_per_step) if g.critic_schedule == "round_robin"
+      else "the drawn ones", accounting=g.accounting,
       compositions_per_step=b if reported_per_row else 1,
       mechanism="per-example clip (C) + Gaussian noise (std 2 C sigma per pixel) of the "
                 "critic's gradient w.r.t. each of B generated images; "
@@ -121,8 +149,8 @@ def privacy_fields(config, num_examples: int) -> dict:
                    "one of the K discriminators (disjoint shards) drawn uniformly per step "
                    "for all B rows"),
       sampling_assumption="discriminator selection without replacement (1 of K), replace-one")
-  if p.enabled and g.accounting == "upstream" and g.selection == "per_step":
-    fields["epsilon_caveat"] = UPSTREAM_CAVEAT
+  if p.enabled and g.accounting == "upstream" and upstream_caveat(config):
+    fields["epsilon_caveat"] = upstream_caveat(config)
   steps = config.train.num_steps
   if not p.enabled or not sigma or steps is None:
     return fields
@@ -148,6 +176,13 @@ def validate(config, spec) -> None:
           f"gswgan.accounting must be one of {ACCOUNTINGS}, got {g.accounting!r}.")
   require(g.selection in SELECTIONS,
           f"gswgan.selection must be one of {SELECTIONS}, got {g.selection!r}.")
+  require(g.critic_schedule in SCHEDULES,
+          f"gswgan.critic_schedule must be one of {SCHEDULES}, got {g.critic_schedule!r}.")
+  require(not (p.enabled and g.accounting == "sound" and g.critic_schedule == "drawn"),
+          "gswgan.critic_schedule = 'drawn' (upstream: train the critic that was drawn) has no "
+          "proven privacy bound: the critics' state then depends on the secret draws. Use "
+          "'round_robin', or gswgan.accounting='upstream' with privacy.target_epsilon=None to "
+          "reproduce the published claim (shown with a caveat).")
   require(1 <= int(g.critic_chunk) <= int(config.train.batch_size),
           f"gswgan.critic_chunk must be in [1, train.batch_size], got {g.critic_chunk}.")
   require(g.gen_arch in gswgan_nets.GENERATORS,
@@ -157,6 +192,9 @@ def validate(config, spec) -> None:
   for key in ("num_discriminators", "pretrain_chunk", "model_dim", "d_model_dim", "z_dim",
               "critic_iters"):
     require(int(g[key]) >= 1, f"gswgan.{key} must be a positive integer, got {g[key]}.")
+  require(1 <= int(g.critics_per_step) <= int(g.num_discriminators),
+          f"gswgan.critics_per_step must be in [1, num_discriminators], got "
+          f"{g.critics_per_step}.")
   require(int(g.pretrain_iterations) >= 0,
           f"gswgan.pretrain_iterations must be >= 0, got {g.pretrain_iterations}.")
   require(int(g.pretrain_log_every) >= 0, "gswgan.pretrain_log_every must be >= 0.")
@@ -214,6 +252,8 @@ class GSWGAN(base.Method):
     self._shards = None
     self._shard_key = None  # from the secret root, in `setup`
     self.selection = g.selection
+    self.schedule = g.critic_schedule
+    self.critics_per_step = int(g.critics_per_step)
     self.critic_chunk = int(g.critic_chunk)
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
@@ -280,56 +320,66 @@ class GSWGAN(base.Method):
 
   # ---- one generator iteration ----
 
+  def _train_critics(self, state, discs, idx, shards, shard_key, key):
+    """`critic_iters` steps of the critics `idx` on their shards; (discs, G's SN, metrics)."""
+    def train_one(args):
+      disc, k, kk = args
+      return self.gan.critic_steps(disc, state.gen.params, state.gen.sn, shards["x"][k],
+                                   shards["y"][k], jax.random.fold_in(shard_key, k), kk)
+
+    n = idx.shape[0]
+    trained, g_sns, metrics = jax.lax.map(
+        train_one, (core.tree_index(discs, idx), idx, jax.random.split(key, n)),
+        batch_size=min(self.critic_chunk, n))
+    # A critic listed twice keeps its first copy: later duplicates write out of bounds.
+    first = jnp.argmax(idx[None, :] == idx[:, None], axis=1) == jnp.arange(n)
+    target = jnp.where(first, idx, self.num_discriminators)
+    merged = jax.tree.map(lambda a, v: a.at[target].set(v, mode="drop"), discs, trained)
+    # G's SN vectors after the last critic's steps (functions of G only).
+    return merged, core.tree_index(g_sns, n - 1), jax.tree.map(jnp.mean, metrics)
+
   def _step(self, state: GSWGANState, shards, shard_key, rngs):
     g, p = self.config.gswgan, self.config.privacy
-    k_select, k_critic, k_gen = jax.random.split(rngs["model"], 3)
+    k_critic, k_gen = jax.random.split(rngs["model"])
+    b, num = int(self.config.train.batch_size), self.num_discriminators
     sanitize = dict(clip_norm=p.clip_norm,
                     noise_multiplier=p.noise_multiplier if p.enabled else 0.0,
                     private=bool(p.enabled))
-    if self.selection == "per_step":
-      k = jax.random.randint(k_select, (), 0, self.num_discriminators)
-      disc, g_sn, metrics = self.gan.critic_steps(
-          core.tree_index(state.discs, k), state.gen.params, state.gen.sn, shards["x"][k],
-          shards["y"][k], jax.random.fold_in(shard_key, k), k_critic)
-      gen, d_sn, g_metrics = self.gan.generator_step_sanitized(
-          state.gen.replace(sn=g_sn),
-          lambda x, y: self.gan.critic_image_grads(disc.net.params, disc.net.sn, x, y),
-          k_gen, rngs["noise"], **sanitize)
-      discs = core.tree_set(state.discs, k, disc.replace(net=disc.net.replace(sn=d_sn)))
+    # The secret draws: one critic per row, or one for the step. They are part of the
+    # mechanism, so they come from its key (the critics' own randomness from 'model').
+    draws = jax.random.randint(jax.random.fold_in(rngs["noise"], 0x5E1EC7),
+                               (b if self.selection == "per_row" else 1,), 0, num)
+    if self.schedule == "round_robin":  # public: independent of the draws
+      scheduled = (state.step * self.critics_per_step + jnp.arange(self.critics_per_step)) % num
+      discs, g_sn, metrics = self._train_critics(state, state.discs, scheduled, shards,
+                                                 shard_key, k_critic)
+    else:  # upstream: the drawn critics are trained
+      discs, g_sn, metrics = self._train_critics(state, state.discs, draws, shards,
+                                                 shard_key, k_critic)
+    used = core.tree_index(discs, draws)
+    if self.selection == "per_row":
+      image_grads = lambda x, y: self.gan.per_row_image_grads(
+          used.net.params, used.net.sn, x, y, self.critic_chunk)
     else:
-      discs, gen, metrics, g_metrics = self._per_row(state, shards, shard_key, k_select,
-                                                     k_critic, k_gen, rngs["noise"], sanitize)
+      one = core.tree_index(used, 0)
+      image_grads = lambda x, y: self.gan.critic_image_grads(one.net.params, one.net.sn, x, y)
+    gen, d_sn, g_metrics = self.gan.generator_step_sanitized(
+        state.gen.replace(sn=g_sn), image_grads, k_gen, rngs["noise"], **sanitize)
+    if self.schedule == "drawn":  # upstream: the forward's power iteration is kept
+      if self.selection == "per_step":
+        d_sn = jax.tree.map(lambda v: v[None], d_sn)
+      discs = self._write_sn(discs, draws, d_sn)
     decay = core.ema_decay(state.step, g.ema_max_decay)
     state = GSWGANState(gen=gen, ema_params=core.ema_update(state.ema_params, gen.params, decay),
                         ema_sn=core.ema_update(state.ema_sn, gen.sn, decay),
                         discs=discs, step=state.step + 1)
     return state, dict(metrics, **g_metrics)
 
-  def _per_row(self, state, shards, shard_key, k_select, k_critic, k_gen, noise_key, sanitize):
-    """Selection 'per_row': B critics drawn independently, trained, one per row."""
-    b, num = int(self.config.train.batch_size), self.num_discriminators
-    ks = jax.random.randint(k_select, (b,), 0, num)
-
-    def train_one(args):
-      disc, k, key = args
-      return self.gan.critic_steps(disc, state.gen.params, state.gen.sn, shards["x"][k],
-                                   shards["y"][k], jax.random.fold_in(shard_key, k), key)
-
-    discs, g_sns, metrics = jax.lax.map(
-        train_one, (core.tree_index(state.discs, ks), ks, jax.random.split(k_critic, b)),
-        batch_size=self.critic_chunk)
-    g_sn = core.tree_index(g_sns, b - 1)  # G's SN vectors after the last critic's steps
-    gen, d_sns, g_metrics = self.gan.generator_step_sanitized(
-        state.gen.replace(sn=g_sn),
-        lambda x, y: self.gan.per_row_image_grads(discs.net.params, discs.net.sn, x, y,
-                                                  self.critic_chunk),
-        k_gen, noise_key, **sanitize)
-    discs = discs.replace(net=discs.net.replace(sn=d_sns))
-    # A critic drawn twice keeps its first copy: later duplicates write out of bounds.
-    first = jnp.argmax(ks[None, :] == ks[:, None], axis=1) == jnp.arange(b)
-    target = jnp.where(first, ks, num)
-    merged = jax.tree.map(lambda a, v: a.at[target].set(v, mode="drop"), state.discs, discs)
-    return merged, gen, jax.tree.map(jnp.mean, metrics), g_metrics
+  def _write_sn(self, discs, idx, sn):
+    first = jnp.argmax(idx[None, :] == idx[:, None], axis=1) == jnp.arange(idx.shape[0])
+    target = jnp.where(first, idx, self.num_discriminators)
+    new_sn = jax.tree.map(lambda a, v: a.at[target].set(v, mode="drop"), discs.net.sn, sn)
+    return discs.replace(net=discs.net.replace(sn=new_sn))
 
   def train_step(self, state, batch, rngs):
     del batch  # batches come from the selected discriminator's shard

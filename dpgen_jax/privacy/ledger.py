@@ -33,6 +33,22 @@ import dp_accounting
 
 from dpgen_jax import errors
 from dpgen_jax.privacy import accounting
+from dpgen_jax.privacy.randomness import PUBLIC_CAVEAT
+
+BOUND_CAVEAT = ("some steps are accounted under a model that is not a bound for the "
+                "algorithm that ran; epsilon_bound is the value that is")
+
+
+def scrub_epsilons(data: Any) -> Any:
+  """`data` with every finite epsilon-like value ('epsilon...' keys, except caveats)
+  replaced by None, recursively: what a run with public randomness may show."""
+  if isinstance(data, dict):
+    return {k: (None if k.startswith("epsilon") and k != "epsilon_caveat"
+                and not isinstance(v, (dict, str)) else scrub_epsilons(v))
+            for k, v in data.items()}
+  if isinstance(data, list):
+    return [scrub_epsilons(v) for v in data]
+  return data
 
 
 @dataclasses.dataclass
@@ -75,14 +91,25 @@ class PrivacyLedger:
       events.append(dp_accounting.SelfComposedDpEvent(event, int(extra[1])))
     return dp_accounting.ComposedDpEvent(events)
 
+  def _cached_epsilon(self, extra, bound: bool) -> float:
+    key = (json.dumps(self.segments, sort_keys=True), bound, None if extra is None else
+           tuple(e if e is None or isinstance(e, int) else
+                 json.dumps(accounting.event_to_json(e), sort_keys=True) for e in extra))
+    cache = self.__dict__.setdefault("_eps_cache", {})
+    if key not in cache:
+      if len(cache) > 64:
+        cache.clear()
+      cache[key] = accounting.epsilon(self.composed_event(extra, bound=bound), self.delta,
+                                      **self._accountant_kwargs())
+    return cache[key]
+
   def epsilon(self, extra: tuple | None = None) -> float:
     """The accountant's epsilon at `delta` of every charged event (plus `extra`
     hypothetical steps), under the reported accounting. Not shown to users when the
     randomness is public: see `reported_epsilon`."""
     if not self.private:
       return math.inf
-    return accounting.epsilon(self.composed_event(extra), self.delta,
-                              **self._accountant_kwargs())
+    return self._cached_epsilon(extra, bound=False)
 
   def bound_epsilon(self, extra: tuple | None = None) -> float:
     """Epsilon of the bound events: equal to `epsilon` unless some segment's reported
@@ -93,8 +120,7 @@ class PrivacyLedger:
                                    extra[2] is not None)
     if not has_bound:
       return self.epsilon(extra)
-    return accounting.epsilon(self.composed_event(extra, bound=True), self.delta,
-                              **self._accountant_kwargs())
+    return self._cached_epsilon(extra, bound=True)
 
   def reported_epsilon(self) -> float | None:
     """The epsilon to show: None for a non-private run and for public randomness."""
@@ -107,10 +133,11 @@ class PrivacyLedger:
     """Why the shown epsilon needs a qualification (or is not shown), if it does."""
     notes = []
     if self.private and self.randomness == "public":
-      from dpgen_jax.privacy.randomness import PUBLIC_CAVEAT
       notes.append(PUBLIC_CAVEAT)
     if self.info.get("epsilon_caveat"):
       notes.append(str(self.info["epsilon_caveat"]))
+    elif self.private and self.has_bound:  # e.g. a config changed on resume: keep saying it
+      notes.append(BOUND_CAVEAT)
     return "; ".join(notes) or None
 
   def describe_epsilon(self) -> str:
@@ -121,7 +148,9 @@ class PrivacyLedger:
     if self.caveat():
       extras.append(self.caveat())
     if self.private and self.has_bound and eps is not None:
-      extras.append(f"bound for this algorithm: epsilon {self.bound_epsilon():.4g}")
+      bound = self.bound_epsilon()
+      extras.append("bound for this algorithm: " + ("none proven" if math.isinf(bound)
+                                                    else f"epsilon {bound:.4g}"))
     return text + (f" [{'; '.join(extras)}]" if extras else "")
 
   def tighten_budget(self, budget: float | None) -> None:
@@ -210,7 +239,9 @@ class PrivacyLedger:
       out["epsilon_caveat"] = caveat
     if self.private and self.has_bound:
       bound = self.bound_epsilon()
-      out["epsilon_bound"] = None if self.randomness == "public" or math.isinf(bound) else bound
+      out["epsilon_bound"] = None if math.isinf(bound) else bound
+    if self.randomness == "public":
+      out = scrub_epsilons(out)
     return out
 
   @classmethod
@@ -218,9 +249,8 @@ class PrivacyLedger:
     known = {"private", "delta", "accountant", "rdp_orders", "neighboring", "budget_epsilon",
              "segments", "epsilon", "steps", "randomness", "epsilon_bound", "epsilon_caveat"}
     info = {k: v for k, v in data.items() if k not in known}
-    from dpgen_jax.privacy.randomness import PUBLIC_CAVEAT
     own = [c for c in str(data.get("epsilon_caveat") or "").split("; ")
-           if c and c != PUBLIC_CAVEAT]
+           if c and c not in (PUBLIC_CAVEAT, BOUND_CAVEAT)]
     if own:  # the method's own caveat (the public-randomness one is re-derived)
       info["epsilon_caveat"] = "; ".join(own)
     return cls(private=data["private"], delta=data["delta"], accountant=data["accountant"],

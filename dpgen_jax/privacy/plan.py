@@ -13,6 +13,7 @@ import ml_collections
 
 from dpgen_jax import errors
 from dpgen_jax.privacy import accounting, randomness
+from dpgen_jax.privacy import ledger as ledger_lib
 from dpgen_jax.privacy.ledger import PrivacyLedger
 
 
@@ -178,7 +179,7 @@ def privacy_report(config, num_examples: int, method: ModuleType, *,
   if bound is not None:
     bound_eps = accounting.epsilon(_with_fixed(fixed, dp_accounting.SelfComposedDpEvent(
         bound, steps)), p.delta, **kwargs)
-    report["epsilon_bound"] = bound_eps
+    report["epsilon_bound"] = None if math.isinf(bound_eps) else bound_eps
   if p.accountant == "rdp":
     report["rdp_orders"] = p.rdp_orders
   if not compare_accountants:
@@ -202,11 +203,10 @@ def privacy_report(config, num_examples: int, method: ModuleType, *,
   caveats = [report["epsilon_caveat"]] if report.get("epsilon_caveat") else []
   if p.reproducible:
     # Public randomness: no guarantee, so no epsilon is shown (the value the accountant
-    # would give with secret randomness stays for debugging).
-    report["epsilon_if_randomness_were_secret"] = report["epsilon"]
-    report["epsilon"] = None
-    if "epsilon_bound" in report:
-      report["epsilon_bound"] = None
+    # would give with secret randomness stays for debugging, under a name that says so).
+    secret_value = report["epsilon"]
+    report = ledger_lib.scrub_epsilons(report)
+    report["if_randomness_were_secret"] = {"epsilon": secret_value}
     caveats.insert(0, randomness.PUBLIC_CAVEAT)
   if caveats:
     report["epsilon_caveat"] = "; ".join(caveats)

@@ -87,20 +87,24 @@ class SecretRoot:
       raise ValueError(f"a secret root has {ROOT_WORDS} words, got {words.shape}")
     return cls(tuple(int(w) for w in words), public=public)
 
-  def _state(self, purpose: str, *index: int, words: int) -> np.ndarray:
-    entropy = list(self.words) + [_purpose_word(purpose)] + [int(i) for i in index]
+  def _state(self, domain: int, purpose: str, index: tuple, words: int) -> np.ndarray:
+    # The domain (JAX key or numpy generator) and the number of indices are hashed in:
+    # SeedSequence ignores trailing zeros, so [.., purpose] and [.., purpose, 0] would
+    # otherwise coincide.
+    entropy = (list(self.words) + [domain, _purpose_word(purpose), len(index)]
+               + [int(i) for i in index])
     return np.random.SeedSequence(entropy).generate_state(words)
 
   def key(self, purpose: str, impl: str = "rbg") -> jax.Array:
     """A JAX key for `purpose` (e.g. 'noise', 'model', 'release')."""
     if impl not in _KEY_WORDS:
       raise ValueError(f"unknown PRNG implementation {impl!r}; known: {sorted(_KEY_WORDS)}")
-    data = self._state(purpose, words=_KEY_WORDS[impl])
+    data = self._state(1, purpose, (), words=_KEY_WORDS[impl])
     return jax.random.wrap_key_data(jnp.asarray(data, jnp.uint32), impl=impl)
 
   def numpy_generator(self, purpose: str, *index: int) -> np.random.Generator:
     """A numpy generator for host-side draws (e.g. Poisson batch membership of a step)."""
-    return np.random.default_rng(self._state(purpose, *index, words=ROOT_WORDS))
+    return np.random.default_rng(self._state(2, purpose, index, words=ROOT_WORDS))
 
   def __repr__(self) -> str:  # never print the words
     return f"SecretRoot(public={self.public})"

@@ -131,6 +131,58 @@ def split_metrics(metrics: dict, public: frozenset, *, private_run: bool,
   return out
 
 
+# Config fields that do not change what a step computes: a resumed run may change them
+# even after outputs past its checkpoint were written (see `replay_fingerprint`).
+REPLAY_INDEPENDENT = {
+    "train": {"num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every",
+              "progress_every_secs", "log_private_metrics"},
+    "data": {"data_dir", "tfds_data_dir", "download"},
+    "privacy": {"target_epsilon", "accountant", "rdp_orders"},
+    "gswgan": {"stage", "pretrained_dir", "pretrain_log_every", "accounting"},
+    "eval": None, "generate": None, "distributed": None,  # None: the whole section
+}
+
+
+def replay_fingerprint(config) -> str:
+  """A hash of everything that decides what a step computes from its batch and noise:
+  the resolved config (calibrated sigma included) minus REPLAY_INDEPENDENT, the JAX
+  version and the devices. Replaying a released step under another fingerprint would
+  apply another function to the same noise and release the difference noise-free."""
+  import hashlib
+  data = config.to_dict()
+  for section, keys in REPLAY_INDEPENDENT.items():
+    if section in data:
+      if keys is None:
+        data.pop(section)
+      else:
+        for key in keys:
+          data[section].pop(key, None)
+  devices = jax.devices()
+  data["__runtime__"] = dict(jax=jax.__version__, platform=devices[0].platform,
+                             device_kind=devices[0].device_kind, devices=len(devices),
+                             xla_flags=os.environ.get("XLA_FLAGS", ""))
+  blob = json.dumps(data, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_replay(workdir: str, start_step: int, meta: dict | None, fingerprint: str) -> None:
+  """Refuses to replay steps whose outputs are already out under another fingerprint."""
+  path = os.path.join(workdir, "privacy.json")
+  if meta is None or not os.path.exists(path):
+    return
+  with open(path) as f:
+    released = int(json.load(f).get("released_through_step", start_step))
+  stored = meta.get("replay_fingerprint")
+  if released > start_step and stored is not None and stored != fingerprint:
+    raise errors.UserError(
+        f"{workdir} released outputs of steps {start_step + 1}..{released} (sample grids, "
+        f"logged metrics or checkpoints) after the checkpoint it resumes from ({start_step}), "
+        f"and this configuration (or the JAX version / devices) computes those steps "
+        f"differently: replaying them with the same noise would release the difference "
+        f"without noise. Resume with the run's own configuration (its config.json) on the "
+        f"same kind of machine, or start a new --workdir.")
+
+
 def restore_root(checkpointer: Checkpointer, steps: list[int]) -> SecretRoot | None:
   """The run's secret root from its newest checkpoint that has a readable one (every
   checkpoint of a run holds the same root); None when there are no checkpoints."""
@@ -177,6 +229,46 @@ def _format_eta(seconds: float) -> str:
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _progress_line(step, total_steps, steps_at_start, t_start, ledger, host) -> float:
+  """Logs one progress line (metrics if given); returns the time it was printed."""
+  now = time.time()
+  rate = (step - steps_at_start) / max(now - t_start, 1e-9)
+  privacy_text = (" | " + ledger.describe_epsilon().replace("epsilon", "eps", 1)
+                  if ledger.private else "")
+  metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(host.items())
+                     if not k.startswith("privacy/"))
+  get_logger().info("step %d/%d (%.1f%%) | %.2f steps/s | ETA %s%s%s", step, total_steps,
+                    100.0 * step / total_steps, rate,
+                    _format_eta((total_steps - step) / max(rate, 1e-9)), privacy_text,
+                    f" | {metrics}" if metrics else "")
+  return now
+
+
+# Above this estimated wall time on a machine without an accelerator, the run warns and
+# points to the config's `cpu` preset.
+SLOW_RUN_WARNING_SECS = 2 * 3600.0
+
+
+def _warn_if_slow(config, steps_done: int, seconds: float, steps_total: int) -> None:
+  """After the first steps: the estimated wall time, and on a CPU-only machine running
+  a long preset, the `:cpu` preset to use instead. (The first steps include compilation,
+  so this overestimates a little.)"""
+  if steps_done <= 0:
+    return
+  estimate = seconds / steps_done * steps_total
+  log = get_logger()
+  log.info("Estimated wall time for the %d steps of this run: %s (from the first %d).",
+           steps_total, _format_eta(estimate), steps_done)
+  if jax.default_backend() != "cpu" or estimate < SLOW_RUN_WARNING_SECS:
+    return
+  source = config.get("config_file") or "the config file"
+  preset = config.get("preset") or "paper"
+  hint = (f" Use {source}:cpu instead: the same target epsilon, scaled to about 30 minutes "
+          f"on a 2-core CPU." if preset != "cpu" else "")
+  log.warning("This run (%s preset) needs about %s on this machine, which has no GPU or "
+              "TPU.%s", preset, _format_eta(estimate), hint)
 
 
 def save_sample_grid(method, state, spec, step: int, workdir: str, seed: int, writer=None):
@@ -259,6 +351,8 @@ def train(config, workdir: str) -> dict:
                       meta["ledger"].get("epsilon"))
   else:
     start_step, meta = 0, None
+  fingerprint = replay_fingerprint(config)
+  check_replay(workdir, start_step, meta, fingerprint)
   ledger = ledger_from(meta)
   planned_eps = plan(ledger, start_step)
   meta = meta or {}
@@ -286,7 +380,10 @@ def train(config, workdir: str) -> dict:
     planned = ledger.epsilon((event, max(0, total_steps - start_step)))
     shown = "null" if ledger.randomness == "public" else f"{planned:.4f}"
     caveat = ledger.caveat()
-    extra = f"; bound for this algorithm {planned_eps:.4g}" if bound_event is not None else ""
+    extra = ""
+    if bound_event is not None and ledger.randomness != "public":
+      extra = "; bound for this algorithm " + ("none proven" if math.isinf(planned_eps)
+                                              else f"{planned_eps:.4g}")
     get_logger().info("Privacy plan: epsilon %s at delta %g after %d steps (%s)%s%s", shown,
                       ledger.delta, total_steps, ledger.accountant,
                       f" [{caveat}]" if caveat else "", extra)
@@ -300,6 +397,17 @@ def train(config, workdir: str) -> dict:
   overflows = int(meta.get("poisson_overflows", 0))
   public = frozenset(method.public_metrics)
 
+  released = {"step": start_step, "checkpoint": start_step if restored else None}
+
+  def mark_released(step):
+    """Before any output of `step` (scalars, progress line, grid, checkpoint): privacy.json
+    covers every step charged so far, so whatever is out is accounted for even if the run
+    then dies and is never resumed."""
+    released["step"] = max(released["step"], step)
+    write_ledger_file(ledger, workdir, extra={"checkpoint_step": released["checkpoint"],
+                                              "released_through_step": released["step"],
+                                              "replay_fingerprint": fingerprint})
+
   def save(step, state):
     # Only the released part is checked: stopping on a hidden (private) value would
     # itself be an un-noised output. A non-finite hidden value reaches the released
@@ -309,10 +417,13 @@ def train(config, workdir: str) -> dict:
           f"Parameters became non-finite by step {step}; not saving. The last good checkpoint "
           f"is {checkpointer.latest_step()}. Try a lower learning rate.")
     ledger_json = ledger.to_json()
+    mark_released(step)  # the eval job may read the checkpoint as soon as it exists
     checkpointer.save(step, state, {"ledger": ledger_json, "step": step,
-                                    "poisson_overflows": overflows,
-                                    "num_steps": total_steps}, secret=root.to_array())
-    write_ledger_file(ledger, workdir, extra={"checkpoint_step": step})
+                                    "poisson_overflows": overflows, "num_steps": total_steps,
+                                    "replay_fingerprint": fingerprint},
+                      secret=root.to_array())
+    released["checkpoint"] = step
+    mark_released(step)
     if ledger_json["epsilon"] is not None:
       writer.write_scalars(step, {"privacy/epsilon": ledger_json["epsilon"]})
     return ledger_json
@@ -322,17 +433,16 @@ def train(config, workdir: str) -> dict:
     # regular checkpoint then also resumes with the same randomness (exact replay).
     save(0, state)
   step = start_step
-  t_start, last_print, steps_at_start = time.time(), 0.0, start_step
+  t_start, last_print, steps_at_start = time.time(), time.time(), start_step
+  estimate_warned = False
   batch = None
+  host = {}
   try:
     while step < total_steps:
       if sampler is not None:
         drawn = sampler.sample(step)
-        if drawn.overflowed:
+        if drawn.overflowed:  # a function of the (private) batch size: not logged
           overflows += 1
-          get_logger().warning("Step %d: Poisson batch of %d exceeds the padded size %d; growing the "
-                          "batch for this step (exact, one recompilation).", step, drawn.size,
-                          sampler.padded_size)
         batch = gather(device_data, drawn.indices, drawn.mask)
       rngs = step_keys(step)
       state, metrics = method.train_step(state, batch, rngs)
@@ -352,42 +462,43 @@ def train(config, workdir: str) -> dict:
           raise TrainingDiverged(
               f"{bad} became {host[bad]} at step {step}; stopping. The last good checkpoint is "
               f"{checkpointer.latest_step()} (kept). Try a lower learning rate.")
-        eps = ledger.reported_epsilon() if ledger.accountant == "rdp" else None
+        mark_released(step)
+        eps = ledger.reported_epsilon()
         if eps is not None:
           host["privacy/epsilon"] = eps
         writer.write_scalars(step, host)
         now = time.time()
         if now - last_print >= config.train.progress_every_secs or last or step == \
             start_step + config.train.log_every:
-          rate = (step - steps_at_start) / max(now - t_start, 1e-9)
-          if not ledger.private:
-            privacy_text = ""
-          elif ledger.accountant == "rdp":
-            privacy_text = " | " + ledger.describe_epsilon().replace("epsilon", "eps", 1)
-          else:  # PLD epsilon is computed at checkpoints only (slow)
-            privacy_text = ""
-          get_logger().info("step %d/%d (%.1f%%) | %.2f steps/s | ETA %s%s | %s", step,
-                            total_steps, 100.0 * step / total_steps, rate,
-                            _format_eta((total_steps - step) / max(rate, 1e-9)), privacy_text,
-                            " ".join(f"{k}={v:.4g}" for k, v in sorted(host.items())
-                                     if not k.startswith("privacy/")))
-          last_print = now
+          last_print = _progress_line(step, total_steps, steps_at_start, t_start, ledger, host)
+      elif time.time() - last_print >= min(60.0, config.train.progress_every_secs):
+        # No metrics at this step (they are computed every log_every steps), but the user
+        # hears from the run at least once a minute: rate, ETA and epsilon.
+        last_print = _progress_line(step, total_steps, steps_at_start, t_start, ledger, {})
+      if not estimate_warned and (step - steps_at_start >= 5 or last):
+        estimate_warned = True
+        _warn_if_slow(config, step - steps_at_start, time.time() - t_start,
+                      total_steps - start_step)
       if step % config.train.sample_every == 0 or last:
+        mark_released(step)
         save_sample_grid(method, state, spec, step, workdir, seed, writer)
       if step % config.train.checkpoint_every == 0 or last:
         save(step, state)
-    if start_step >= total_steps and not os.path.exists(os.path.join(workdir, "privacy.json")):
-      write_ledger_file(ledger, workdir, extra={"checkpoint_step": start_step})
+    if start_step >= total_steps:  # e.g. a finished run that died after its last save
+      mark_released(start_step)
   finally:
     writer.flush()
     checkpointer.close()
 
   summary = dict(steps=ledger.steps, epsilon=ledger.reported_epsilon(),
                  delta=ledger.delta if ledger.private else None,
-                 wall_time_s=time.time() - t_start, poisson_overflows=overflows)
+                 wall_time_s=time.time() - t_start)
+  if not ledger.private or log_private:  # the overflow count depends on batch sizes
+    summary["poisson_overflows" if not ledger.private else "private/poisson_overflows"] = \
+        overflows
   if ledger.private and ledger.caveat():
     summary["epsilon_caveat"] = ledger.caveat()
   if ledger.private and ledger.has_bound:
-    summary["epsilon_bound"] = ledger.bound_epsilon()
+    summary["epsilon_bound"] = ledger.to_json().get("epsilon_bound")
   get_logger().info("Done: %s", summary)
   return summary

@@ -116,3 +116,59 @@ def test_celeba_resnet_smoke_on_a_tiny_synthetic_array(tmp_path, monkeypatch):
   ledger = _json(tmp_path / "run", "privacy.json")
   assert ledger["steps"] == 2 and ledger["delta"] == 1e-6
   assert any(s.get("one_time") for s in ledger["segments"])  # the mean samples' cost
+
+
+def test_resume_replays_shuffled_batches_and_mean_samples_exactly(tmp_path, mnist):
+  """CSL-GAN draws its own shuffles and mean samples (setup): both come from the run's
+  secret root, so a run resumed from an earlier checkpoint ends in the same state."""
+  import shutil
+  import jax
+  from dpgen_jax import parallel, rng
+  from dpgen_jax.data import registry
+  from dpgen_jax.methods import cslgan
+  from dpgen_jax.training import loop
+  from dpgen_jax.training.checkpoint import Checkpointer
+
+  c = helpers.config("cslgan_mnist_gc", "smoke", **{
+      "cslgan.conditional_arch": "CGAN", "cslgan.num_mean_samples": 1,
+      "cslgan.mean_sample_size": 10, "cslgan.mean_sample_min_class_size": 14,
+      "cslgan.mean_sample_noise_std": 5.0, "data.sampling": "shuffle",
+      "train.checkpoint_every": 2})
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  loop.train(c, straight)
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))
+  loop.train(c, resumed)
+  method = cslgan.build(c, registry.static_spec(c.data), parallel.make_mesh())
+  abstract = jax.eval_shape(lambda: method.init(rng.make_key(0)))
+  a, _ = Checkpointer(straight, read_only=True).restore(4, abstract)
+  b, _ = Checkpointer(resumed, read_only=True).restore(4, abstract)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_adversarial_loss_is_public_only_when_computed_on_public_data():
+  import jax
+  import jax.numpy as jnp
+  from dpgen_jax import parallel, rng
+  from dpgen_jax.data.dataset import DataSpec
+  from dpgen_jax.methods import cslgan
+  spec = DataSpec("mnist", "image", (28, 28, 1), 10, 256, 10_000)
+  private_batch = cslgan.build(helpers.config("cslgan_mnist_gc", "smoke"), spec,
+                               parallel.make_mesh())
+  assert "d_adv_loss" not in private_batch.public_metrics  # it reads the real batch
+  c = helpers.config("cslgan_mnist_gc", "smoke", **{"cslgan.public_set_size": 64})
+  method = cslgan.build(c, spec, parallel.make_mesh())
+  assert "d_adv_loss" in method.public_metrics
+  r = np.random.default_rng(0)
+  method.public = (jnp.asarray(r.uniform(size=(64, 28, 28, 1)), jnp.float32),
+                   jnp.asarray(r.integers(0, 10, 64), jnp.int32))
+  keys = {"model": rng.make_key(1), "noise": rng.make_key(2)}
+  values = []
+  for seed in (3, 4):  # two different private batches, same state and keys
+    x = np.random.default_rng(seed).uniform(size=(40, 28, 28, 1))
+    batch = {"x": jnp.asarray(x, jnp.float32), "y": jnp.zeros((40,), jnp.int32),
+             "mask": jnp.ones((40,), bool)}
+    _, metrics = method.train_step(method.init(rng.make_key(0)), batch, keys)
+    values.append(float(metrics["d_adv_loss"]))
+  assert values[0] == values[1]

@@ -207,8 +207,10 @@ def test_critic_choice_follows_the_secret_root_not_the_seed():
   from dpgen_jax import rng
   from dpgen_jax.privacy import randomness
   k = 100
+  # The 'drawn' schedule trains the drawn critics, which makes the draws visible in the
+  # state (round-robin training is public and the same for every root).
   c, method = _tiny_method(**{"gswgan.num_discriminators": k, "gswgan.critic_iters": 1,
-                              "gswgan.gen_arch": "DCGAN"})
+                              "gswgan.gen_arch": "DCGAN", "gswgan.critic_schedule": "drawn"})
   r = np.random.default_rng(0)
   method._shards = {"x": jnp.asarray(r.integers(0, 256, (k, 12, 28, 28, 1), dtype=np.uint8)),
                     "y": jnp.asarray(r.integers(0, 10, (k, 12)), jnp.int32)}
@@ -226,3 +228,65 @@ def test_critic_choice_follows_the_secret_root_not_the_seed():
   assert 0 < first.sum() <= 8 and set(first.tolist()) <= {0, 1}
   np.testing.assert_array_equal(first, again)
   assert not np.array_equal(first, other)  # P(the same critics) < 1e-10
+
+
+def _random_critics_method(k, **overrides):
+  from dpgen_jax import rng
+  c, method = _tiny_method(**{"gswgan.num_discriminators": k, "gswgan.critic_iters": 1,
+                              "gswgan.gen_arch": "DCGAN", **overrides})
+  r = np.random.default_rng(0)
+  method._shards = {"x": jnp.asarray(r.integers(0, 256, (k, 12, 28, 28, 1), dtype=np.uint8)),
+                    "y": jnp.asarray(r.integers(0, 10, (k, 12)), jnp.int32)}
+  return c, method, rng
+
+
+def test_round_robin_critic_state_does_not_depend_on_the_secret_draws():
+  """The condition of the composition proof: after a step, every critic (parameters,
+  spectral-norm vectors, optimiser state, batch counter) is the same whichever critics
+  the rows drew; only the scheduled critic changed."""
+  from dpgen_jax.privacy import randomness
+  k = 6
+  c, method, rng = _random_critics_method(k)
+  method._shard_key = jax.random.key(5)  # the same critic randomness in both worlds
+  before = method.init(rng.make_key(0))
+  outs = []
+  model_key = randomness.StepKeys(randomness.SecretRoot.from_entropy())(0)["model"]
+  for _ in range(2):  # the same critic randomness ('model'), different draws ('noise')
+    noise_key = randomness.StepKeys(randomness.SecretRoot.from_entropy())(0)["noise"]
+    state, _ = method.train_step(method.init(rng.make_key(0)), None,
+                                 {"model": model_key, "noise": noise_key})
+    outs.append(state.discs)
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  changed = [i for i in range(k) if not all(
+      np.array_equal(np.asarray(x[i]), np.asarray(y[i]))
+      for x, y in zip(jax.tree.leaves(before.discs), jax.tree.leaves(outs[0])))]
+  assert changed == [0]  # step 0 trains critic 0
+
+
+def test_each_row_uses_only_its_own_critic():
+  c, method, rng = _random_critics_method(3)
+  gan = method.gan
+  nets = jax.vmap(gan.init_discriminator)(jax.random.split(jax.random.key(1), 3))
+  x = jax.random.uniform(jax.random.key(2), (3, 28, 28, 1))
+  y = jnp.asarray([1, 4, 7])
+  rows, _, _ = gan.per_row_image_grads(nets.params, nets.sn, x, y, 1)
+  for i in range(3):
+    one = gswgan_core.tree_index(nets, i)
+    alone, _, _ = gan.critic_image_grads(one.params, one.sn, x[i:i + 1], y[i:i + 1])
+    np.testing.assert_allclose(np.asarray(rows[i]), np.asarray(alone[0]), rtol=1e-5, atol=1e-7)
+  other, _, _ = gan.critic_image_grads(gswgan_core.tree_index(nets, 1).params,
+                                       gswgan_core.tree_index(nets, 1).sn, x[:1], y[:1])
+  assert not np.allclose(np.asarray(rows[0]), np.asarray(other[0]))
+
+
+def test_upstream_schedule_has_no_proven_bound(capsys):
+  c = helpers.config("gswgan_mnist_eps10", **{"gswgan.critic_schedule": "drawn",
+                                              "gswgan.selection": "per_step"})
+  from dpgen_jax.data import registry
+  with pytest.raises(errors.ConfigError, match="no proven privacy bound"):
+    gswgan.validate(c, registry.static_spec(c.data))
+  c.gswgan.accounting, c.privacy.target_epsilon = "upstream", None
+  report = _privacy_report(c, capsys)
+  assert report["epsilon"] == pytest.approx(9.2428, abs=1e-3)
+  assert report["epsilon_bound"] is None and "no bound is proven" in report["epsilon_caveat"]

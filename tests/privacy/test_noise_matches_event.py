@@ -106,16 +106,19 @@ def test_dpgan_noise_is_sigma_c_over_the_divisor(recorded, tmp_path):
   _assert_std(np.concatenate(recorded), sigma * c.privacy.clip_norm / divisor)
 
 
-def test_dpcgan_microbatch_noise_matches_the_halved_multiplier(recorded, tmp_path):
-  """m < B: noise std sigma C on a sum whose sensitivity is 2C; the ledger charges
-  sigma / 2, so std = (sigma / 2) * 2C / m."""
+@pytest.mark.parametrize("per_example", [True, False])
+def test_dpcgan_noise_matches_the_charged_multiplier(recorded, tmp_path, per_example):
+  """m = B: per-example clipping, sensitivity C, the ledger charges sigma. m < B: noise
+  std sigma C on a sum whose sensitivity is 2C; the ledger charges sigma / 2. Either
+  way std = sigma_event * sensitivity / m."""
   cfg = helpers.config("dpcgan_mnist_eps10", "smoke")
-  cfg.dpcgan.num_microbatches = cfg.train.batch_size // 4
+  m = cfg.train.batch_size if per_example else cfg.train.batch_size // 4
+  cfg.dpcgan.num_microbatches = m
   module, c, n = _run_steps(cfg, tmp_path)
   sigma_event = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
-  assert sigma_event == pytest.approx(c.privacy.noise_multiplier / 2)
-  _assert_std(np.concatenate(recorded),
-              sigma_event * 2 * c.privacy.clip_norm / c.dpcgan.num_microbatches)
+  factor = 1.0 if per_example else 2.0
+  assert sigma_event == pytest.approx(c.privacy.noise_multiplier / factor)
+  _assert_std(np.concatenate(recorded), sigma_event * factor * c.privacy.clip_norm / m)
 
 
 def test_dp_sinkhorn_noise_is_two_c_sigma_per_pixel(recorded, tmp_path):
@@ -125,13 +128,31 @@ def test_dp_sinkhorn_noise_is_two_c_sigma_per_pixel(recorded, tmp_path):
 
 
 @pytest.mark.parametrize("selection", ["per_row", "per_step"])
-def test_gswgan_noise_matches_the_sound_event_of_each_selection(recorded, tmp_path, selection):
+def test_gswgan_noise_matches_the_sound_event_of_each_selection(recorded, selection):
   """per_row: each row is its own Gaussian (sensitivity 2C); per_step: the B rows of
-  one critic move together (sensitivity 2C sqrt(B))."""
-  c = helpers.config("gswgan_mnist_eps10", "smoke", **{"gswgan.selection": selection})
-  module, c, n = _run_steps(c, tmp_path)  # setup pretrains the 4 smoke critics
-  event = privacy_plan.step_event(c, n, module)
-  sigma = _gaussian_multiplier(event)
+  one critic move together (sensitivity 2C sqrt(B)). Randomly initialised critics on
+  random shards stand in for pretrained ones (the noise does not depend on them)."""
+  c = helpers.config("gswgan_mnist_eps10", "smoke", **{"gswgan.selection": selection,
+                                                       "gswgan.gen_arch": "DCGAN"})
+  c.data.name, c.data.image_size = "digits", 28
+  module = get_method("gswgan")
+  n = 1437
+  c, _ = privacy_plan.resolve(c, n, module)
+  from dpgen_jax.data.dataset import DataSpec
+  method = module.build(c, DataSpec("digits", "image", (28, 28, 1), 10, n, 360),
+                        parallel.make_mesh())
+  k = int(c.gswgan.num_discriminators)
+  r = np.random.default_rng(0)
+  method._shards = {"x": jnp.asarray(r.integers(0, 256, (k, 12, 28, 28, 1), dtype=np.uint8)),
+                    "y": jnp.asarray(r.integers(0, 10, (k, 12)), jnp.int32)}
+  root = randomness.SecretRoot.from_entropy()
+  method._shard_key = root.key("gswgan/shards")
+  state = method.init(rng.make_key(0))
+  keys = randomness.StepKeys(root)
+  for t in range(2):
+    state, _ = method.train_step(state, None, keys(t))
+  jax.effects_barrier()
+  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
   rows = c.train.batch_size if selection == "per_step" else 1
   _assert_std(np.concatenate(recorded), sigma * 2 * c.privacy.clip_norm * math.sqrt(rows))
 

@@ -62,7 +62,8 @@ def _grid(workdir, step):
 
 
 def _copy_prefix(src, dst, keep_steps):
-  """A copy of run `src` as it was when only checkpoints `keep_steps` existed."""
+  """A copy of run `src` as it was when only checkpoints `keep_steps` existed (its
+  privacy.json still records what was released)."""
   shutil.copytree(src, dst)
   ckpt = os.path.join(dst, "checkpoints")
   for name in os.listdir(ckpt):
@@ -163,7 +164,8 @@ def test_reproducible_mode_follows_the_seed_and_reports_no_epsilon(tmp_path, cap
   assert cli.run("privacy", c, None) == 0
   report = json.loads(capsys.readouterr().out)
   assert report["epsilon"] is None and "privacy.reproducible" in report["epsilon_caveat"]
-  assert report["epsilon_if_randomness_were_secret"] > 0
+  assert report["if_randomness_were_secret"]["epsilon"] > 0
+  assert all(v is None for k, v in report.items() if k.startswith("epsilon") and k != "epsilon_caveat")
 
 
 def test_kill9_after_a_grid_and_before_the_next_checkpoint_replays_the_grid(tmp_path):
@@ -219,7 +221,9 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint
   with pytest.raises(loop.TrainingDiverged, match="last good checkpoint is 4"):
     loop.train(bad, workdir)
   assert Checkpointer(workdir, read_only=True).latest_step() == 4
-  assert _ledger(workdir)["steps"] == 4
+  ledger = _ledger(workdir)  # covers every step whose metrics were written
+  assert ledger["checkpoint_step"] == 4 and ledger["steps"] == ledger["released_through_step"]
+  assert ledger["steps"] >= 4
 
 
 def test_non_private_run_uses_the_same_sampling_and_reports_no_epsilon(tmp_path):
@@ -269,3 +273,47 @@ def test_an_old_checkpoint_without_a_root_is_one_clear_error(tmp_path):
     shutil.rmtree(os.path.join(workdir, "checkpoints", str(step), "secret"))
   with pytest.raises(errors.UserError, match="no secret root"):
     loop.train(digits_config(4), workdir)
+
+
+def test_replaying_released_steps_under_another_config_is_refused(straight_run, tmp_path):
+  """Steps 5..8 of the straight run are out (grids, logs, checkpoints). Resuming from
+  checkpoint 4 with another learning rate would apply another function to the same
+  noise: refused. A change that does not alter the steps (log cadence) is fine."""
+  resumed = str(tmp_path / "changed")
+  _copy_prefix(straight_run, resumed, keep_steps={0, 2, 4})
+  assert _ledger(resumed)["released_through_step"] == 8
+  with pytest.raises(errors.UserError, match="released outputs of steps 5..8"):
+    loop.train(digits_config(8, **_EVERY, **{"dpgan.g_lr": 1e-3}), resumed)
+  loop.train(digits_config(8, **_EVERY, **{"train.log_every": 1}), resumed)
+  _assert_same_state(_final_state(straight_run), _final_state(resumed))
+
+
+def test_privacy_json_covers_released_steps_before_the_next_checkpoint(straight_run):
+  ledger = _ledger(straight_run)
+  assert ledger["released_through_step"] == ledger["steps"] == 8
+  assert ledger["checkpoint_step"] == 8
+
+
+def test_a_long_run_on_a_cpu_warns_with_its_estimate_and_the_cpu_preset(caplog):
+  c = helpers.config("mnist_eps10")  # the paper preset
+  assert c.config_file.endswith("configs/mnist_eps10.py") and c.preset == "paper"
+  with caplog.at_level("INFO", logger="dpgen_jax"):
+    loop._warn_if_slow(c, steps_done=5, seconds=10.0, steps_total=450_000)  # 2 s per step
+  text = caplog.text
+  assert "Estimated wall time for the 450000 steps of this run: 250h00m" in text
+  assert "configs/mnist_eps10.py:cpu instead" in text and "no GPU or TPU" in text
+  caplog.clear()
+  with caplog.at_level("INFO", logger="dpgen_jax"):
+    loop._warn_if_slow(c, steps_done=5, seconds=1.0, steps_total=1000)
+  assert "Estimated wall time" in caplog.text and "instead" not in caplog.text
+
+
+def test_progress_lines_come_between_metric_logs(tmp_path, caplog):
+  """With metrics logged only every 1000 steps, the run still prints its rate and ETA
+  (here after every step: progress_every_secs = 0)."""
+  with caplog.at_level("INFO", logger="dpgen_jax"):
+    loop.train(digits_config(4, **{"train.log_every": 1000,
+                                   "train.progress_every_secs": 0.0}), str(tmp_path))
+  lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+  assert any(line.startswith("step 1/4") and "ETA" in line for line in lines)
+  assert any("Estimated wall time for the 4 steps" in r.getMessage() for r in caplog.records)
