@@ -16,13 +16,11 @@ def fail(message: str) -> None:
 
 
 def _privacy(config) -> int:
+  from dpgen_jax import planning
   from dpgen_jax.data import registry
-  from dpgen_jax.methods import get_method
-  from dpgen_jax.privacy import plan
-  method = get_method(config.method)
   spec = registry.static_spec(config.data)
-  method.validate(config, spec)
-  report = plan.privacy_report(config, spec.num_train, method)
+  _, plan, _ = planning.plan_for(config, spec)
+  report = planning.report(plan, spec.num_train)
   report = dict(report, method=config.method, dataset=config.data.name)
   print(json.dumps(report, indent=2, sort_keys=True, default=str))
   return 0

@@ -5,7 +5,7 @@ parameters) on B rows (half real, half fake targets; every row counts, as in DP-
 where fakes are clipped too):
 
   ours:<strategy>  `dpgan.private_discriminator_grad` (per-example BCE, clipping to C=1
-                   with that strategy of `clipping.STRATEGIES`, one N(0, C^2) draw,
+                   with that strategy of `sums.STRATEGIES`, one N(0, C^2) draw,
                    divided by B) then Adam(2e-4, 0.5, 0.999): DP-GAN's D update;
   nonprivate       grad of the mean BCE + Adam: no per-example work (the reference);
   opacus:hooks     the same D in PyTorch (Conv2d k/s/p of dpgan.md §1.2, label-image
@@ -122,10 +122,13 @@ def jax_step(impl: str, batch_size: int, d_width: int, microbatch: int | None):
   elif impl.startswith("ours:"):
     strategy = impl.split(":", 1)[1]
 
-    def grad_fn(params, batch, key):
+    half = batch_size // 2
+
+    def grad_fn(params, batch, key):  # the first half real (masked), the rest fakes
+      real = {"x": batch["x"][:half], "y": batch["y"][:half], "mask": batch["mask"][:half]}
+      fake = {"x": batch["x"][half:], "y": batch["y"][half:]}
       return dpgan.private_discriminator_grad(
-          apply, params, batch["x"], batch["y"], batch["t"], batch["mask"],
-          key, clip=clipping.ClippingSpec(clip_norm=1.0),
+          apply, params, real, fake, key, clip=clipping.ClippingSpec(clip_norm=1.0),
           mechanism=mechanisms.GaussianSum(noise_multiplier=1.0, clip_norm=1.0,
                                            divisor=batch_size),
           microbatch_size=mb, strategy=strategy)[0]
@@ -370,7 +373,7 @@ def end_to_end(strategies, steps: int) -> list[dict]:
   import numpy as np
   from dpgen_jax import parallel, rng
   from dpgen_jax.data import dataset, sampling
-  from dpgen_jax.methods import dpgan
+  from dpgen_jax import methods
 
   spec_file = importlib.util.spec_from_file_location(
       "mnist_eps10", os.path.join(REPO, "configs", "mnist_eps10.py"))
@@ -381,8 +384,9 @@ def end_to_end(strategies, steps: int) -> list[dict]:
   for strategy in strategies:
     config = module.get_config("paper")
     config.privacy.clipping_strategy = strategy
-    method = dpgan.build(config, data, parallel.make_mesh())
-    sampler = sampling.PoissonSampler(data.num_train, method.sampling_rate(), seed=0,
+    method = methods.build(config, data, parallel.make_mesh())
+    sampler = sampling.PoissonSampler(data.num_train, method.plan.sampling_rate,
+                                      lambda t: np.random.default_rng([0, t]),
                                       multiple=method.padded_batch_multiple())
     drawn = sampler.sample(0)
     images = np.random.default_rng(0).uniform(size=(drawn.indices.shape[0], SIZE, SIZE, 1))
@@ -459,11 +463,11 @@ def main(argv=None) -> None:
   cache_dir = tempfile.mkdtemp(prefix="bench-jaxcache-")
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  from dpgen_jax.privacy import clipping
+  from dpgen_jax.privacy import sums
   sizes = [64] if args.quick else [int(b) for b in args.batch_sizes.split(",")]
   reps = 2 if args.quick else args.reps
   args.reps = reps
-  impls = [f"ours:{s}" for s in clipping.STRATEGIES] + ["nonprivate", "jax_privacy",
+  impls = [f"ours:{s}" for s in sums.STRATEGIES] + ["nonprivate", "jax_privacy",
                                                          "opacus:hooks", "opacus:ghost"]
   if args.impls:
     impls = [i for i in impls if i in args.impls.split(",")]
@@ -497,7 +501,7 @@ def main(argv=None) -> None:
   result = {"rows": rows, "load_average": [load, load_after], "d_width": args.d_width}
   if args.end_to_end:
     print("end to end, configs/mnist_eps10.py paper (bsz 128, D width 128):")
-    result["end_to_end"] = end_to_end(list(clipping.STRATEGIES), args.end_to_end_steps)
+    result["end_to_end"] = end_to_end(list(sums.STRATEGIES), args.end_to_end_steps)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)

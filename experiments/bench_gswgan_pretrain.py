@@ -31,7 +31,8 @@ from absl import app, flags  # noqa: E402
 from dpgen_jax import parallel  # noqa: E402
 from dpgen_jax.config_base import load_config_file  # noqa: E402
 from dpgen_jax.data.dataset import DataSpec  # noqa: E402
-from dpgen_jax.methods import gswgan, gswgan_pretrain  # noqa: E402
+from dpgen_jax import methods  # noqa: E402
+from dpgen_jax.methods.gswgan import pretrain as gswgan_pretrain  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "cpu", "Preset of configs/gswgan_mnist_eps10.py (network sizes).")
@@ -77,7 +78,7 @@ def main(argv):
                                      f"gswgan_mnist_eps10.py:{FLAGS.preset}"))
   spec = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
   mesh = parallel.make_mesh()
-  method = gswgan.build(c, spec, mesh)
+  method = methods.build(c, spec, mesh)
   k = int(c.gswgan.num_discriminators)
   num = min(FLAGS.num, k)
   x, y, source = _shards(k, 60_000 // k)

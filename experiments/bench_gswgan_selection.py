@@ -31,7 +31,7 @@ def build(preset: str, selection: str, schedule: str, chunk: int):
   from dpgen_jax import parallel, rng
   from dpgen_jax.config_base import load_config_file
   from dpgen_jax.data.dataset import DataSpec
-  from dpgen_jax.methods import gswgan
+  from dpgen_jax import methods
   from dpgen_jax.privacy import randomness
 
   c = load_config_file(os.path.join(REPO, "configs", "gswgan_mnist_eps10.py") + f":{preset}")
@@ -39,7 +39,7 @@ def build(preset: str, selection: str, schedule: str, chunk: int):
   c.privacy.noise_multiplier = c.privacy.noise_multiplier or 1.0
   k = int(c.gswgan.num_discriminators)
   spec = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
-  method = gswgan.build(c, spec, parallel.make_mesh())
+  method = methods.build(c, spec, parallel.make_mesh())
   n = 60_000 // k
   r = np.random.default_rng(0)
   method._shards = {"x": jnp.asarray(r.integers(0, 256, (k, n, 28, 28, 1), dtype=np.uint8)),

@@ -72,3 +72,50 @@ def assert_only_public_tags(workdir, method) -> None:
   assert tags <= allowed, f"undeclared tags written: {sorted(tags - allowed)}"
   assert not any(t.startswith("private/") or "discriminator" in t or "batch/" in t
                  for t in tags), sorted(tags)
+
+
+def started(config, dataset, workdir, root=None):
+  """(method, initial state, secret root) as the training loop starts a run: the method
+  built with its resolved plan, its stages run into `workdir`, `prepare`, `start`."""
+  from dpgen_jax import methods, rng
+  from dpgen_jax.privacy import randomness
+  from dpgen_jax.run_folder import RunFolder
+  from dpgen_jax.training.stages import run_stages
+  root = root or randomness.SecretRoot.from_entropy()
+  method = methods.build(config, dataset.spec)
+  run = RunFolder(str(workdir))
+  run_stages(method.stages(run, dataset, root), run)
+  method.prepare(run, dataset, root)
+  return method, method.start(method.init(rng.make_key(0))), root
+
+
+def privacy_plan(config, num_examples: int | None = None):
+  """The resolved PrivacyPlan of `config` (--mode=privacy's, on the static data spec,
+  optionally with another number of training examples)."""
+  import dataclasses
+  from dpgen_jax import planning
+  from dpgen_jax.data import registry
+  spec = registry.static_spec(config.data)
+  if num_examples is not None:
+    spec = dataclasses.replace(spec, num_train=int(num_examples))
+  return planning.plan_for(config, spec)[1]
+
+
+def privacy_report(config, num_examples: int | None = None, *, compare_accountants=True):
+  """What --mode=privacy prints for `config` (see privacy_plan)."""
+  from dpgen_jax import planning
+  plan = privacy_plan(config, num_examples)
+  return planning.report(plan, plan_examples(config, num_examples),
+                         compare_accountants=compare_accountants)
+
+
+def plan_examples(config, num_examples: int | None) -> int:
+  from dpgen_jax.data import registry
+  return int(num_examples) if num_examples is not None else \
+      registry.static_spec(config.data).num_train
+
+
+def static_spec(name: str, preset: str | None = None):
+  """The DataSpec --mode=privacy uses for configs/<name>.py (no data loaded)."""
+  from dpgen_jax.data import registry
+  return registry.static_spec(config(name, preset).data)

@@ -5,10 +5,8 @@ import os
 
 import pytest
 
-from dpgen_jax import errors
+from dpgen_jax import errors, planning
 from dpgen_jax.data import registry
-from dpgen_jax.methods import get_method
-from dpgen_jax.privacy import plan
 from tests import helpers
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
@@ -25,11 +23,9 @@ UPSTREAM_EPSILON = {
 
 
 def _report(config, compare_accountants=False):
-  method = get_method(config.method)
   spec = registry.static_spec(config.data)
-  method.validate(config, spec)
-  return plan.privacy_report(config, spec.num_train, method,
-                             compare_accountants=compare_accountants)
+  _, plan, _ = planning.plan_for(config, spec)
+  return planning.report(plan, spec.num_train, compare_accountants=compare_accountants)
 
 
 def test_the_upstream_dpgan_configurations_exist():

@@ -13,10 +13,9 @@ from tests import helpers
 
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
-    from dpgen_jax import parallel, rng
-    from dpgen_jax.privacy import clipping, mechanisms
+    from dpgen_jax import methods, parallel, rng
+    from dpgen_jax.privacy import clipping, mechanisms, sums
     from dpgen_jax.data.dataset import DataSpec
-    from dpgen_jax.methods import dpgan
     from tests import helpers
 
     assert jax.device_count() == 4, jax.devices()
@@ -34,11 +33,11 @@ SCRIPT = textwrap.dedent("""
 
     spec = clipping.ClippingSpec(clip_norm=0.3)
     for mb in (None, 2):
-      run = lambda mesh: jax.jit(lambda p, b, m: parallel.sharded_clipped_grad_sum(
+      run = lambda mesh: jax.jit(lambda p, b, m: sums.sharded_clipped_grad_sum(
           mesh, loss, p, b, m, spec, microbatch_size=mb))(params, batch, mask)
       s4, n4, _ = run(mesh4)
       s1, n1, _ = run(mesh1)
-      ref = clipping.clipped_grad_sum(loss, params, batch, mask, spec)[0]
+      ref = sums.clipped_grad_sum(loss, params, batch, mask, spec)[0]
       for a, b, c in zip(jax.tree.leaves(s4), jax.tree.leaves(s1), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-5, atol=1e-6)
@@ -55,7 +54,7 @@ SCRIPT = textwrap.dedent("""
     # A whole DP-GAN D step on 4 devices equals the 1-device one.
     spec_d = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
     c = helpers.config("mnist_eps10", "smoke")
-    a, b = dpgan.build(c, spec_d, mesh4), dpgan.build(c, spec_d, mesh1)
+    a, b = methods.build(c, spec_d, mesh4), methods.build(c, spec_d, mesh1)
     state = a.init(rng.make_key(0))
     xb = {"x": jnp.asarray(data.uniform(size=(64, 28, 28, 1)), jnp.float32),
           "y": jnp.asarray(data.integers(0, 10, 64), jnp.int32),

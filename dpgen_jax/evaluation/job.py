@@ -23,17 +23,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from dpgen_jax import errors, parallel, rng
-from dpgen_jax.data import load_dataset
+from dpgen_jax import errors, images
 from dpgen_jax.evaluation import metrics as metrics_lib
 from dpgen_jax.evaluation.synthetic import generate
 from dpgen_jax.log import get_logger
-from dpgen_jax.methods import get_method
-from dpgen_jax.training import images
-from dpgen_jax.training.checkpoint import Checkpointer
+from dpgen_jax.run_folder import RunFolder, open_trained
 
 METRICS_FILE = os.path.join("eval", "metrics.jsonl")
 # The quick protocol (monitoring, sweeps): fewer samples and classifier epochs, its own
@@ -87,20 +83,9 @@ def _validate(config, workdir: str, kind: str) -> None:
 
 def check_workdir(config, workdir: str) -> None:
   """The workdir exists and was trained with this config's method and dataset."""
-  if not os.path.isdir(workdir):
-    raise errors.UserError(f"--workdir {workdir} does not exist; train first (or start the "
-                           f"eval job beside the training job on the same workdir).")
-  cfg_path = os.path.join(workdir, "config.json")
-  if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      trained = json.load(f)
-    for key in ("method",):
-      errors.require(trained.get(key) == config[key],
-                     f"{workdir} was trained with {key} = {trained.get(key)!r}, but this config "
-                     f"has {config[key]!r}.")
-    errors.require(trained.get("data", {}).get("name") == config.data.name,
-                   f"{workdir} was trained on {trained.get('data', {}).get('name')!r}, but this "
-                   f"config evaluates {config.data.name!r}.")
+  run = RunFolder(workdir)
+  run.require_exists()
+  run.check_config(config)
 
 
 class Evaluator:
@@ -112,13 +97,11 @@ class Evaluator:
     apply_protocol(config.eval)
     self.protocol = config.eval.get("protocol", "full")
     self.metrics_file = metrics_file(self.protocol)
-    method_mod = get_method(config.method)
-    self.dataset = load_dataset(config.data)
-    _validate(config, workdir, self.dataset.kind)
-    self.method = method_mod.build(config, self.dataset.spec, parallel.make_mesh())
-    self.abstract = jax.eval_shape(lambda: self.method.init(rng.make_key(0, config.train.prng_impl)))
+    from dpgen_jax.data import registry
+    _validate(config, workdir, registry.dataset_info(config.data.name).kind)
+    self.folder, self.method, self.dataset, self.abstract = open_trained(config, workdir)
     self.ctx = metrics_lib.EvalContext(self.dataset, config.eval)
-    self.checkpointer = Checkpointer(workdir, read_only=True)
+    self.checkpointer = self.folder.checkpointer(read_only=True)
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     self._writer = None
 

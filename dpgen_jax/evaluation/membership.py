@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from dpgen_jax import errors, rng
+from dpgen_jax import errors
 
 
 def top_k_precision(member_scores, nonmember_scores, *, num_members: int = 100,
@@ -54,18 +54,6 @@ def roc_auc(member_scores, nonmember_scores) -> float:
                                                                 nonmember_scores])))
 
 
-def _recorded_config(config, workdir: str):
-  """The run's own config.json (it says which examples were the training set)."""
-  import ml_collections
-  path = os.path.join(workdir, "config.json")
-  errors.require(os.path.exists(path), f"{workdir} has no config.json: not a training workdir.")
-  with open(path) as f:
-    recorded = ml_collections.ConfigDict(json.load(f))
-  errors.require(recorded.method == config.method,
-                 f"{workdir} holds a {recorded.method!r} run, not {config.method!r}.")
-  return recorded
-
-
 def _pool(x, y, cap: int, seed: int, salt: int):
   if len(x) <= cap:
     return x, y
@@ -76,28 +64,23 @@ def _pool(x, y, cap: int, seed: int, salt: int):
 def audit_workdir(config, workdir: str) -> dict:
   """Scores training members vs held-out non-members with the latest checkpoint's D;
   writes WORKDIR/audit.json and returns its content."""
-  from dpgen_jax import parallel
-  from dpgen_jax.data import load_dataset
-  from dpgen_jax.methods import get_method
-  from dpgen_jax.training.checkpoint import Checkpointer
+  from dpgen_jax.run_folder import open_trained
   errors.require(workdir and os.path.isdir(workdir), "--workdir must be an existing run folder "
                                                      "for --mode=audit.")
-  run_config = _recorded_config(config, workdir)
-  method_mod = get_method(run_config.method)
-  dataset = load_dataset(run_config.data)  # members = exactly the training set used
-  method = method_mod.build(run_config, dataset.spec, parallel.make_mesh())
-  errors.require(hasattr(method, "membership_scores"),
+  # The run's own config.json: it says which examples were the training set (members).
+  run, method, dataset, abstract = open_trained(config, workdir, recorded_config=True)
+  run_config = method.config
+  errors.require(method.supports_membership_audit,
                  f"method {run_config.method!r} has no discriminator scores for the audit.")
-  state = method.init(rng.make_key(int(run_config.train.seed), run_config.train.prng_impl))
-  ckpt = Checkpointer(workdir, read_only=True)
+  ckpt = run.checkpointer(read_only=True)
   try:
-    restored = ckpt.restore_latest_valid(state)
+    restored = ckpt.restore_latest_valid(abstract)
   finally:
     ckpt.close()
   errors.require(restored is not None, f"no readable checkpoint in {workdir}.")
   step, state, meta = restored
   a = config.audit
-  public = int(run_config.get("cslgan", {}).get("public_set_size", 0) or 0)
+  public = int(method.public_test_examples)
   mx, my = _pool(dataset.train_x, dataset.train_y, a.max_pool, a.seed, 1)
   nx, ny = _pool(dataset.test_x[public:], dataset.test_y[public:], a.max_pool, a.seed, 2)
   m_scores, kind = method.membership_scores(state, mx, my, a.score)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgen_jax import errors, parallel, rng
+from dpgen_jax import errors, rng
 from dpgen_jax.log import get_logger
 
 SYNTHETIC_DIR = "synthetic"
@@ -102,22 +102,16 @@ def write_synthetic(workdir: str, step: int, x: np.ndarray, y: np.ndarray, ledge
 
 def generate_workdir(config, workdir: str) -> dict:
   """`--mode=generate`: the synthetic dataset of the newest (or the chosen) checkpoint."""
-  from dpgen_jax.data import load_dataset
-  from dpgen_jax.evaluation.job import check_workdir
-  from dpgen_jax.methods import get_method
-  from dpgen_jax.training.checkpoint import Checkpointer
+  from dpgen_jax.run_folder import open_trained
   g = config.generate
   errors.require(int(g.num_samples) > 0,
                  f"generate.num_samples must be positive, got {g.num_samples}.")
-  check_workdir(config, workdir)
-  checkpointer = Checkpointer(workdir, read_only=True)
+  run, method, dataset, abstract = open_trained(config, workdir)
+  checkpointer = run.checkpointer(read_only=True)
   steps = [s for s in checkpointer.all_steps() if s > 0]
   errors.require(steps, f"{workdir} has no trained checkpoint yet; train first.")
   step = int(g.checkpoint) if g.get("checkpoint") is not None else steps[-1]
   errors.require(step in steps, f"{workdir} has no checkpoint {step}; it has {steps}.")
-  dataset = load_dataset(config.data)
-  method = get_method(config.method).build(config, dataset.spec, parallel.make_mesh())
-  abstract = jax.eval_shape(lambda: method.init(rng.make_key(0, config.train.prng_impl)))
   state, meta = checkpointer.restore(step, abstract)
   ledger = meta.get("ledger", {})
   n = int(g.num_samples)

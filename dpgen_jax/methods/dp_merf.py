@@ -16,12 +16,13 @@ minimise || released - (1/B) sum_j phi(G(z_j, y_j)) onehot(y_j)^T ||_F^2 for as 
 steps as you like, at no privacy cost.
 """
 
-import ml_collections  # noqa: F401  (config type in signatures)
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgen_jax.methods import mean_embedding as me
+from dpgen_jax.methods import mean_embedding as me, protocol
 
 SECTION = "dp_merf"
 
@@ -63,19 +64,16 @@ def features_for(config, spec) -> RandomFourierFeatures:
                                float(g.rff_sigma2), int(g.feature_seed))
 
 
-def dp_event(config, num_examples: int):
-  return me.step_event(config, num_examples)
+def declaration(config, num_examples: int, sigma: float):
+  decl = me.declaration(config, num_examples, sigma, SECTION, "random Fourier features")
 
+  def fields():
+    fields = dict(decl.fields())
+    g = config[SECTION]
+    fields.update(num_features=int(g.num_features), rff_sigma2=float(g.rff_sigma2))
+    return fields
 
-def fixed_events(config, num_examples: int) -> list:
-  return me.one_time_events(config, num_examples)
-
-
-def privacy_fields(config, num_examples: int) -> dict:
-  fields = me.privacy_fields(config, num_examples, "random Fourier features")
-  g = config[SECTION]
-  fields.update(num_features=int(g.num_features), rff_sigma2=float(g.rff_sigma2))
-  return fields
+  return dataclasses.replace(decl, fields=fields)
 
 
 def validate(config, spec) -> None:
@@ -91,5 +89,9 @@ class DPMERF(me.EmbeddingMatcher):
   section = SECTION
 
 
-def build(config, spec, mesh) -> DPMERF:
-  return DPMERF(config, spec, mesh, features_for(config, spec))
+def build(plan, config, spec, mesh) -> DPMERF:
+  return DPMERF(plan, config, spec, mesh, features_for(config, spec))
+
+
+DEFINITION = protocol.MethodDefinition(name=SECTION, validate=validate, privacy=declaration,
+                                       build=build)

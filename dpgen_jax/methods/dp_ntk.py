@@ -24,6 +24,7 @@ sum(m2_c) and, within each class, the kernel <g(x), g(x')> = (delta . delta')(x 
 tests/methods/test_dp_ntk.py checks the closed form against jax.grad.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dpgen_jax import errors
-from dpgen_jax.methods import mean_embedding as me
+from dpgen_jax.methods import mean_embedding as me, protocol
 
 SECTION = "dp_ntk"
 LN_EPS = 1e-5
@@ -131,19 +132,16 @@ def feature_dim(dim_in: int, width: int, outputs: int) -> int:
   return width * dim_in + width + outputs * width + outputs
 
 
-def dp_event(config, num_examples: int):
-  return me.step_event(config, num_examples)
+def declaration(config, num_examples: int, sigma: float):
+  decl = me.declaration(config, num_examples, sigma, SECTION, "neural tangent features")
 
+  def fields():
+    fields = dict(decl.fields())
+    g = config[SECTION]
+    fields.update(ntk_width=int(g.width), ntk_outputs=int(g.outputs))
+    return fields
 
-def fixed_events(config, num_examples: int) -> list:
-  return me.one_time_events(config, num_examples)
-
-
-def privacy_fields(config, num_examples: int) -> dict:
-  fields = me.privacy_fields(config, num_examples, "neural tangent features")
-  g = config[SECTION]
-  fields.update(ntk_width=int(g.width), ntk_outputs=int(g.outputs))
-  return fields
+  return dataclasses.replace(decl, fields=fields)
 
 
 def validate(config, spec) -> None:
@@ -157,5 +155,9 @@ class DPNTK(me.EmbeddingMatcher):
   section = SECTION
 
 
-def build(config, spec, mesh) -> DPNTK:
-  return DPNTK(config, spec, mesh, features_for(config, spec))
+def build(plan, config, spec, mesh) -> DPNTK:
+  return DPNTK(plan, config, spec, mesh, features_for(config, spec))
+
+
+DEFINITION = protocol.MethodDefinition(name=SECTION, validate=validate, privacy=declaration,
+                                       build=build)

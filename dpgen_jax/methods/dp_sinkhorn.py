@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from dpgen_jax import errors
-from dpgen_jax.methods import base
+from dpgen_jax.methods import protocol
 from dpgen_jax.models import sinkhorn_generators as generators
 from dpgen_jax.privacy import accounting, mechanisms
 from dpgen_jax.sinkhorn import costs, loss as losses, solver
@@ -60,19 +60,21 @@ def fake_batch_sizes(config) -> tuple[int, int]:
   return n, extra
 
 
-def sanitizer(config) -> mechanisms.ImageGradientSanitizer:
+def sanitizer(clip_norm: float, noise_multiplier: float) -> mechanisms.ImageGradientSanitizer:
   """The `img_grad` mechanism: the whole (n, ...) block of image gradients clipped to C
   (factor min(1, C / (||G||_F + 1e-6))), N(0, (2 C sigma)^2) on every entry."""
-  p = config.privacy
-  return mechanisms.ImageGradientSanitizer(
-      clip_norm=float(p.clip_norm),
-      noise_multiplier=float(p.noise_multiplier) if p.enabled else 0.0,
-      clip=mechanisms.BLOCK, norm_eps=NORM_EPS)
+  return mechanisms.ImageGradientSanitizer(clip_norm=float(clip_norm),
+                                           noise_multiplier=float(noise_multiplier),
+                                           clip=mechanisms.BLOCK, norm_eps=NORM_EPS)
 
 
-def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
+def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:
+  """One step: PoissonSampled(B/N, Gaussian(sigma)) from the sanitiser."""
   q = sampling_rate(config.train.batch_size, num_examples)
-  return dp_accounting.PoissonSampledDpEvent(q, sanitizer(config).event())
+  mech = sanitizer(config.privacy.clip_norm, sigma)
+  return protocol.PrivacyDeclaration(
+      step_event=dp_accounting.PoissonSampledDpEvent(q, mech.event()), sampling_rate=q,
+      fields=lambda: privacy_fields(config, num_examples, sigma, mech))
 
 
 def upstream_run_length(num_examples: int, batch_size: int, noise_multiplier: float,
@@ -99,14 +101,15 @@ def upstream_run_length(num_examples: int, batch_size: int, noise_multiplier: fl
               epsilon_one_epoch_earlier=float(eps[i - 1]) if i > 0 else 0.0)
 
 
-def privacy_fields(config, num_examples: int) -> dict:
+def privacy_fields(config, num_examples: int, sigma: float,
+                   mech: mechanisms.ImageGradientSanitizer) -> dict:
   p = config.privacy
   bsz = config.train.batch_size
   n, extra = fake_batch_sizes(config)
-  mech = sanitizer(config) if p.enabled and p.noise_multiplier is not None else None
+  mech = mech if p.enabled else None
   fields = dict(
       sampling_rate=sampling_rate(bsz, num_examples),
-      noise_multiplier=p.noise_multiplier if p.enabled else None,
+      noise_multiplier=sigma if p.enabled else None,
       clip_norm=p.clip_norm, sensitivity=2.0 * p.clip_norm,
       noise_std_per_pixel=mech.noise_std if mech is not None else None,
       expected_real_batch_size=float(bsz), fake_batch_size=n, extra_fake_batch_size=extra,
@@ -115,16 +118,16 @@ def privacy_fields(config, num_examples: int) -> dict:
                 "fakes clipped only; back-propagated through G (post-processing)",
       sampling_assumption="Poisson sampling, performed as accounted; fixed fake batch sizes")
   steps = config.train.num_steps
-  if p.enabled and p.noise_multiplier is not None and steps:
+  if p.enabled and sigma and steps:
     # Upstream's own accounting (TF-Privacy classic conversion, its order grid), for
     # comparison with the dp-accounting epsilon this run reports.
     grid, rdp = accounting.rdp_curve(
-        accounting.poisson_gaussian_event(fields["sampling_rate"], p.noise_multiplier, steps),
+        accounting.poisson_gaussian_event(fields["sampling_rate"], sigma, steps),
         orders="tf_privacy_ext")
     fields["epsilon_classic_tf_privacy"] = accounting.classic_epsilon(grid, rdp, p.delta)[0]
     if p.target_epsilon is not None:
       fields["upstream_run_length"] = upstream_run_length(
-          num_examples, bsz, p.noise_multiplier, p.delta, p.target_epsilon)
+          num_examples, bsz, sigma, p.delta, p.target_epsilon)
   return fields
 
 
@@ -193,15 +196,15 @@ class SinkhornState:
   step: jax.Array
 
 
-class DPSinkhorn(base.Method):
-  """DP-Sinkhorn as a `base.Method`."""
+class DPSinkhorn(protocol.Method):
+  """DP-Sinkhorn as a `protocol.Method`."""
 
   # The extra fakes' block reads no real data; the parameter gradient is the pull-back
   # of the sanitised block. The loss and the clean image-gradient norm read the batch.
   public_metrics = frozenset({"extra_grad_norm", "param_grad_norm"})
 
-  def __init__(self, config, spec, mesh):
-    super().__init__(config, spec, mesh)
+  def __init__(self, plan, config, spec, mesh):
+    super().__init__(plan, config, spec, mesh)
     s = config.dp_sinkhorn
     h, _, c = spec.example_shape
     if s.generator == "conv_cond":
@@ -213,17 +216,13 @@ class DPSinkhorn(base.Method):
           num_classes=spec.num_classes, latent_dim=s.latent_dim, ch=s.hidden_dim, channels=c)
     # Upstream samples conv_cond with batch statistics, BigGAN in eval mode (§5.1).
     self.sample_with_batch_stats = s.generator == "conv_cond"
-    self.q = sampling_rate(config.train.batch_size, spec.num_train)
     self.num_fakes, self.num_extra = fake_batch_sizes(config)
     self.ot = sinkhorn_config(config, spec)
-    self.sanitizer = sanitizer(config)
+    self.sanitizer = sanitizer(plan.clip_norm, plan.noise_multiplier or 0.0)
     self.tx = optax.chain(optax.add_decayed_weights(s.weight_decay),
                           optax.adam(s.lr, b1=s.beta1, b2=s.beta2, eps=1e-8))
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
-
-  def sampling_rate(self) -> float:
-    return self.q
 
   def released(self, state):
     return {"params": state.params, "batch_stats": state.batch_stats}
@@ -263,7 +262,7 @@ class DPSinkhorn(base.Method):
     return losses.semi_debiased_loss(feat, second, real, real_mask, self.ot)
 
   def _step(self, state: SinkhornState, batch, rngs):
-    s, p = self.config.dp_sinkhorn, self.config.privacy
+    s = self.config.dp_sinkhorn
     k_z, k_extra, k_labels = jax.random.split(rngs["model"], 3)
     n, n_extra = self.num_fakes, self.num_extra
     z = jax.random.uniform(k_z, (n, s.latent_dim))
@@ -281,7 +280,7 @@ class DPSinkhorn(base.Method):
     real_x = batch["x"] * 2.0 - 1.0
     loss, (g_main, g_extra) = jax.value_and_grad(self.loss, argnums=(0, 1))(
         x_main, x_extra, labels, real_x, batch["y"], batch["mask"])
-    if p.enabled:
+    if self.plan.private:
       g_main, main_norm = self.sanitizer(g_main, rngs["noise"])
       g_extra, extra_norm = self.sanitizer.clip_only(g_extra)
     else:  # non-private: the raw image gradients, as upstream without --dp
@@ -294,7 +293,7 @@ class DPSinkhorn(base.Method):
     new = SinkhornState(params=optax.apply_updates(state.params, updates), batch_stats=stats,
                         opt=opt, step=state.step + 1)
     metrics = {"g_loss": loss, "img_grad_norm": main_norm, "extra_grad_norm": extra_norm,
-               "img_grad_clipped": (main_norm > p.clip_norm).astype(jnp.float32),
+               "img_grad_clipped": (main_norm > self.plan.clip_norm).astype(jnp.float32),
                "param_grad_norm": optax.tree.norm(grads)}
     return new, metrics
 
@@ -315,5 +314,5 @@ class DPSinkhorn(base.Method):
     return self._sample(state, rng, labels)
 
 
-def build(config, spec, mesh) -> DPSinkhorn:
-  return DPSinkhorn(config, spec, mesh)
+DEFINITION = protocol.MethodDefinition(name="dp_sinkhorn", validate=validate,
+                                       privacy=declaration, build=DPSinkhorn)

@@ -53,11 +53,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dpgen_jax import errors, parallel
+from dpgen_jax import errors
 from dpgen_jax.data import tabular
-from dpgen_jax.methods import base
+from dpgen_jax.methods import protocol
 from dpgen_jax.models import mlp_gan
-from dpgen_jax.privacy import accounting, clipping, mechanisms
+from dpgen_jax.privacy import accounting, clipping, discriminator, mechanisms
 
 
 def sampling_rate(batch_size: int, num_examples: int) -> float:
@@ -70,33 +70,34 @@ def sensitivity_factor(num_microbatches: int, batch_size: int) -> int:
   return 1 if num_microbatches == batch_size else 2
 
 
-def mechanism(config) -> mechanisms.GaussianSum:
+def mechanism(noise_multiplier: float, clip_norm: float, num_microbatches: int,
+              batch_size: int) -> mechanisms.GaussianSum:
   """The D step's mechanism: the real sum of clipped records (examples for m = B,
   microbatch means else: sensitivity factor f), noise std sigma C in both cases (as
   upstream), divided by the constant m."""
-  m, bsz = config.dpcgan.num_microbatches, config.train.batch_size
   return mechanisms.GaussianSum(
-      noise_multiplier=float(config.privacy.noise_multiplier),
-      clip_norm=float(config.privacy.clip_norm),
-      sensitivity_factor=float(sensitivity_factor(m, bsz)), divisor=float(m))
+      noise_multiplier=float(noise_multiplier), clip_norm=float(clip_norm),
+      sensitivity_factor=float(sensitivity_factor(num_microbatches, batch_size)),
+      divisor=float(num_microbatches))
 
 
-def accounted_noise_multiplier(config) -> float:
-  """sigma / f: the multiplier of the Gaussian mechanism the D step actually is."""
-  return mechanism(config).effective_noise_multiplier
-
-
-def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
+def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:
+  """One step: PoissonSampled(B/N, Gaussian(sigma / f)) from the mechanism."""
   q = sampling_rate(config.train.batch_size, num_examples)
-  return mechanism(config).poisson_event(q)
+  mech = mechanism(sigma, config.privacy.clip_norm, config.dpcgan.num_microbatches,
+                   config.train.batch_size)
+  event = mech.poisson_event(q)
+  return protocol.PrivacyDeclaration(
+      step_event=event, sampling_rate=q,
+      fields=lambda: privacy_fields(config, num_examples, sigma, event))
 
 
-def privacy_fields(config, num_examples: int) -> dict:
+def privacy_fields(config, num_examples: int, sigma: float, event) -> dict:
   g, p, bsz = config.dpcgan, config.privacy, config.train.batch_size
   m = g.num_microbatches
   f = sensitivity_factor(m, bsz)
   q = sampling_rate(bsz, num_examples)
-  sigma = p.noise_multiplier if p.enabled else None
+  sigma = sigma if p.enabled else None
   fields = dict(
       sampling_rate=q, noise_multiplier=sigma,
       accounted_noise_multiplier=None if sigma is None else sigma / f,
@@ -116,7 +117,7 @@ def privacy_fields(config, num_examples: int) -> dict:
   if sigma is not None and steps:
     # This run's RDP curve under upstream's conversion and orders, to set beside theirs.
     orders, rdp = accounting.rdp_curve(
-        dp_accounting.SelfComposedDpEvent(dp_event(config, num_examples), int(steps)),
+        dp_accounting.SelfComposedDpEvent(event, int(steps)),
         orders="tf_privacy")
     fields["epsilon_classic_tf_privacy_orders"] = accounting.classic_epsilon(
         orders, rdp, p.delta)[0]
@@ -142,85 +143,11 @@ def validate(config, spec) -> None:
           f"dpcgan.binary_mode must be one of {mlp_gan.BINARY_MODES}, got {g.binary_mode!r}.")
   require(config.privacy.clipping == "flat",
           "dpcgan clips each microbatch over all of D's variables (privacy.clipping = 'flat').")
-  require(config.privacy.clipping_strategy in clipping.STRATEGIES,
-          f"privacy.clipping_strategy must be one of {sorted(clipping.STRATEGIES)}.")
-  require(config.privacy.max_physical_bsz >= 0, "privacy.max_physical_bsz must be >= 0.")
   if spec is None:
     return
   require(spec.kind in ("image", "tabular"), f"dpcgan needs images or tables, not {spec.kind}.")
   require(g.g_head == "tanh" or spec.kind == "tabular",
           f"dpcgan.g_head = 'tabular' needs a tabular dataset; {spec.name} is {spec.kind}.")
-  require(bsz <= spec.num_train, f"train.batch_size = {bsz} is larger than the dataset "
-                                 f"({spec.num_train} examples).")
-
-
-def real_microbatch_ids(key: jax.Array, rows: int, num_microbatches: int) -> jax.Array:
-  """i.i.d. uniform microbatch ids for the padded real rows (see the module docstring)."""
-  return jax.random.randint(key, (rows,), 0, num_microbatches)
-
-
-def fake_microbatch_ids(batch_size: int, num_microbatches: int) -> jax.Array:
-  """Fixed equal groups of B/m consecutive fakes (fakes are not data)."""
-  return jnp.arange(batch_size) // (batch_size // num_microbatches)
-
-
-# Up to this many groups, group gradients come from one vmap over groups of the
-# gradient of a weighted batch loss (cost ~ groups x batch backward passes); above it,
-# from per-example gradients summed by group (cost ~ materialising them once).
-WEIGHTED_MAX_GROUPS = 32
-
-
-def microbatch_mean_grads(per_example_loss, params, batch, mask, ids, num_groups: int, *,
-                          chunk_size: int | None = None):
-  """(means, counts): mean gradient of each group's real rows (0 for an empty group).
-
-  Padding rows (mask False) are not counted and contribute exact zeros: their inputs
-  are zeroed before the loss and their gradients selected away with `where`, so even
-  inf/NaN padding cannot leak. Two exact evaluation orders (WEIGHTED_MAX_GROUPS):
-  weighted batch losses, or per-example gradients (vmap of grad, in lax.scan chunks
-  of `chunk_size` rows) summed into groups with segment_sum.
-  """
-  rows = mask.shape[0]
-  counts = jax.ops.segment_sum(mask.astype(jnp.float32), ids, num_groups)
-  scale = 1.0 / jnp.maximum(counts, 1.0)
-  expand = lambda v, x: v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
-  batch = jax.tree.map(lambda x: jnp.where(expand(mask, x), x, jnp.zeros_like(x)), batch)
-  if num_groups <= WEIGHTED_MAX_GROUPS:
-    weights = jax.nn.one_hot(ids, num_groups).T * mask * scale[:, None]  # (groups, rows)
-
-    def weighted_loss(p, w):
-      losses = jax.vmap(per_example_loss, in_axes=(None, 0))(p, batch)
-      return jnp.sum(jnp.where(mask, w * losses, 0.0))
-
-    return jax.vmap(jax.grad(weighted_loss), in_axes=(None, 0))(params, weights), counts
-  grad_fn = jax.grad(per_example_loss)
-
-  def group_sums(chunk_batch, chunk_mask, chunk_ids):
-    grads = jax.vmap(grad_fn, in_axes=(None, 0))(params, chunk_batch)
-    keep = lambda g: jnp.where(expand(chunk_mask, g), g, 0.0)
-    return jax.tree.map(lambda g: jax.ops.segment_sum(keep(g), chunk_ids, num_groups), grads)
-
-  if not chunk_size or chunk_size >= rows:
-    sums = group_sums(batch, mask, ids)
-  else:
-    pad = -rows % chunk_size
-    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]),
-                          (batch, mask, ids))
-    chunked = jax.tree.map(lambda x: x.reshape((-1, chunk_size) + x.shape[1:]), padded)
-    zero = jax.tree.map(lambda p: jnp.zeros((num_groups,) + p.shape, p.dtype), params)
-    body = lambda acc, c: (jax.tree.map(jnp.add, acc, group_sums(*c)), None)
-    sums, _ = jax.lax.scan(body, zero, chunked)
-  return jax.tree.map(lambda s: s * expand(scale, s), sums), counts
-
-
-def clipped_microbatch_sum(per_example_loss, params, batch, mask, ids, num_groups: int,
-                           spec: clipping.ClippingSpec, *, chunk_size: int | None = None):
-  """(S, norms, counts): S = sum over groups of clip_C(group mean gradient)."""
-  means, counts = microbatch_mean_grads(per_example_loss, params, batch, mask, ids,
-                                        num_groups, chunk_size=chunk_size)
-  clipped, norms = jax.vmap(lambda g: clipping.clip_gradient(g, spec))(means)
-  total = jax.tree.map(lambda x: jnp.sum(x, axis=0), clipped)
-  return total, norms, counts
 
 
 def bce_with_logits(logit, target):
@@ -231,49 +158,26 @@ def discriminator_grad(d_apply, d_params, real: dict, fake: dict, group_key, noi
                        num_microbatches: int, clip: clipping.ClippingSpec,
                        mechanism: mechanisms.GaussianSum, mesh=None,
                        chunk_size: int | None = None, strategy: str = "vmap"):
-  """The privatised D gradient of dpcgan.md §3.2 (see the module docstring).
+  """The privatised D gradient of dpcgan.md §3.2 (see the module docstring), from
+  privacy.discriminator: per-example records for m = B, microbatch means (ids i.i.d. per
+  real row from `group_key`, fakes in m fixed groups) for m < B.
 
   Args:
     real: {'x', 'y', 'mask'}: the padded Poisson batch in the model domain.
     fake: {'x', 'y'}: the B fakes (B a multiple of num_microbatches).
   Returns:
-    (gradient, norms, present): (S_real + S_fake + N(0, (sigma C)^2 I)) / m (`mechanism`),
-    the unclipped norms of the clipped records (per row for m = B, per microbatch
-    else) and which records exist (real rows / non-empty microbatches).
+    (gradient, norms, present): (S_real + S_fake + N(0, (sigma C)^2 I)) / m, the
+    unclipped norms of the records and which records exist.
   """
-  m, num_fakes = num_microbatches, fake["x"].shape[0]
-  num_real = real["mask"].shape[0]
+  def row_loss(params, x, y, is_real):
+    return bce_with_logits(d_apply(params, x[None], y[None])[0], is_real.astype(jnp.float32))
 
-  def loss(params, ex):
-    return bce_with_logits(d_apply(params, ex["x"][None], ex["y"][None])[0], ex["t"])
-
-  batch = {"x": jnp.concatenate([fake["x"], real["x"]]),
-           "y": jnp.concatenate([fake["y"], real["y"]]),
-           "t": jnp.concatenate([jnp.zeros((num_fakes,)), jnp.ones((num_real,))])}
-  mask = jnp.concatenate([jnp.ones((num_fakes,), bool), real["mask"]])
-  if m == num_fakes:  # per-example clipping: the core clipped sum, sharded over the mesh
-    devices = 1 if mesh is None else mesh.size
-    multiple = devices * (chunk_size or 1)
-    pad = -mask.shape[0] % multiple
-    batch = jax.tree.map(lambda x: jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]),
-                         batch)
-    mask = jnp.concatenate([mask, jnp.zeros((pad,), bool)])
-    if mesh is None:
-      total, norms, _ = clipping.clipped_grad_sum(loss, d_params, batch, mask, clip,
-                                                  microbatch_size=chunk_size, strategy=strategy)
-    else:
-      total, norms, _ = parallel.sharded_clipped_grad_sum(
-          mesh, loss, d_params, batch, mask, clip, microbatch_size=chunk_size,
-          strategy=strategy)
-  else:  # m groups of reals (i.i.d. ids) and m fixed groups of fakes: 2m records
-    ids = jnp.concatenate([m + fake_microbatch_ids(num_fakes, m),
-                           real_microbatch_ids(group_key, num_real, m)])
-    total, norms, counts = clipped_microbatch_sum(loss, d_params, batch, mask, ids, 2 * m,
-                                                  clip, chunk_size=chunk_size)
-    mask = counts > 0
-  # Noise std sigma C in both modes, as upstream: for m < B the sensitivity is 2C, which
-  # the mechanism's event reflects (multiplier sigma / 2), not the noise.
-  return mechanism(total, noise_key), norms, mask
+  per_example = num_microbatches == fake["x"].shape[0]
+  grad, norms, present, _ = discriminator.real_fake_gradient(
+      row_loss, d_params, real, fake, noise_key, mechanism=mechanism, clip=clip,
+      grouping="rows" if per_example else "microbatches", num_groups=num_microbatches,
+      group_key=group_key, mesh=mesh, microbatch_size=chunk_size, strategy=strategy)
+  return grad, norms, present
 
 
 @flax.struct.dataclass
@@ -293,15 +197,15 @@ def d_learning_rate(config) -> optax.Schedule:
                                    transition_steps=g.d_lr_decay_steps)
 
 
-class DPCGAN(base.Method):
-  """DP-CGAN as a `base.Method`."""
+class DPCGAN(protocol.Method):
+  """DP-CGAN as a `protocol.Method`."""
 
   # D is trained with DP-SGD: its loss and accuracy on fakes, and G's loss against the
   # updated D, are post-processing; the real-batch statistics are not.
   public_metrics = frozenset({"d_loss_fake", "d_acc_fake", "d_lr", "g_loss"})
 
-  def __init__(self, config, spec, mesh):
-    super().__init__(config, spec, mesh)
+  def __init__(self, plan, config, spec, mesh):
+    super().__init__(plan, config, spec, mesh)
     g = config.dpcgan
     head = None
     if g.g_head == "tabular":
@@ -311,17 +215,14 @@ class DPCGAN(base.Method):
         spec.example_shape, spec.num_classes, hidden=g.d_hidden, g_hidden=g.g_hidden, head=head)
     self.batch_size = int(config.train.batch_size)
     self.m = int(g.num_microbatches)
-    self.q = sampling_rate(self.batch_size, spec.num_train)
-    self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
-    self.mechanism = mechanism(config) if config.privacy.enabled else None
+    self.clip = clipping.ClippingSpec(clip_norm=plan.clip_norm)
+    self.mechanism = (mechanism(plan.noise_multiplier, plan.clip_norm, self.m, self.batch_size)
+                      if plan.private else None)
     self.d_lr = d_learning_rate(config)
     self.d_tx = optax.sgd(self.d_lr)
     self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=g.g_eps)
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
-
-  def sampling_rate(self) -> float:
-    return self.q
 
   def _generate(self, g_params, z, labels, key, train: bool):
     return self.generator.apply({"params": g_params}, z, labels, train=train,
@@ -349,7 +250,7 @@ class DPCGAN(base.Method):
     x_fake = jax.lax.stop_gradient(self._generate(state.g_params, z, labels, kgumbel, True))
     real = {"x": 2.0 * batch["x"] - 1.0, "y": batch["y"], "mask": batch["mask"]}
     fake = {"x": x_fake, "y": labels}
-    if self.config.privacy.enabled:
+    if self.plan.private:
       grad, norms, present = discriminator_grad(
           self._d_apply, state.d_params, real, fake, kgroups, rngs["noise"],
           num_microbatches=self.m, clip=self.clip, mechanism=self.mechanism, mesh=self.mesh,
@@ -406,5 +307,5 @@ class DPCGAN(base.Method):
     return self._sample(state, rng, labels)
 
 
-def build(config, spec, mesh) -> DPCGAN:
-  return DPCGAN(config, spec, mesh)
+DEFINITION = protocol.MethodDefinition(name="dpcgan", validate=validate, privacy=declaration,
+                                       build=DPCGAN)

@@ -21,16 +21,15 @@ cost, and the total number of D steps is fixed, so the accountant is unchanged.
 
 import math
 
-import dp_accounting
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from dpgen_jax import errors, parallel
-from dpgen_jax.methods import base
+from dpgen_jax import errors
+from dpgen_jax.methods import protocol
 from dpgen_jax.models import dcgan
-from dpgen_jax.privacy import clipping, mechanisms
+from dpgen_jax.privacy import clipping, discriminator, mechanisms
 
 ND_LADDER = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -81,36 +80,31 @@ def ema_decay(g_steps, max_decay: float):
   return jnp.minimum(max_decay, (1.0 + t) / (10.0 + t))
 
 
-def mechanism(config, num_examples: int) -> mechanisms.GaussianSum:
+def mechanism(noise_multiplier: float, clip_norm: float, batch_size: int, num_examples: int,
+              num_fakes: int = 0) -> mechanisms.GaussianSum:
   """The D step's mechanism: the clipped sum over real and fake rows (sensitivity C:
   one real example adds or removes one clipped gradient; fakes are not data), noise
   N(0, (sigma C)^2), divided by the constant int(qN) + fakes."""
-  return mechanisms.GaussianSum(
-      noise_multiplier=float(config.privacy.noise_multiplier),
-      clip_norm=float(config.privacy.clip_norm), sensitivity_factor=1.0,
-      divisor=dp_divisor(config.train.batch_size, num_examples, config.dpgan.num_fakes))
+  return mechanisms.GaussianSum(noise_multiplier=float(noise_multiplier),
+                                clip_norm=float(clip_norm), sensitivity_factor=1.0,
+                                divisor=dp_divisor(batch_size, num_examples, num_fakes))
 
 
-def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
-  q = sampling_rate(config.train.batch_size, num_examples)
-  return mechanism(config, num_examples).poisson_event(q)
-
-
-def privacy_fields(config, num_examples: int) -> dict:
-  bsz = config.train.batch_size
-  fields = dict(sampling_rate=sampling_rate(bsz, num_examples),
-                noise_multiplier=config.privacy.noise_multiplier if config.privacy.enabled
-                else None,
-                clip_norm=config.privacy.clip_norm,
-                expected_real_batch_size=sampling_rate(bsz, num_examples) * num_examples,
-                fake_batch_size=fake_batch_size(bsz, num_examples, config.dpgan.num_fakes),
-                gradient_divisor=dp_divisor(bsz, num_examples, config.dpgan.num_fakes),
+def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:
+  """One D step: PoissonSampled(q, Gaussian(sigma)) from the mechanism."""
+  bsz, g = config.train.batch_size, config.dpgan
+  q = sampling_rate(bsz, num_examples)
+  mech = mechanism(sigma, config.privacy.clip_norm, bsz, num_examples, g.num_fakes)
+  fields = lambda: dict(sampling_rate=q, noise_multiplier=sigma if config.privacy.enabled else None,
+                clip_norm=config.privacy.clip_norm, expected_real_batch_size=q * num_examples,
+                fake_batch_size=fake_batch_size(bsz, num_examples, g.num_fakes),
+                gradient_divisor=mech.divisor,
                 mechanism="DP-SGD on D: per-example clipping of real and fake examples, "
                           "one Gaussian draw per D step (Poisson-subsampled Gaussian)",
-                sampling_assumption="Poisson sampling, performed as accounted")
-  fields["d_steps_per_g_step"] = config.dpgan.d_steps_per_g_step
-  fields["adaptive_n_d"] = config.dpgan.adaptive
-  return fields
+                sampling_assumption="Poisson sampling, performed as accounted",
+                d_steps_per_g_step=g.d_steps_per_g_step, adaptive_n_d=g.adaptive)
+  return protocol.PrivacyDeclaration(step_event=mech.poisson_event(q), sampling_rate=q,
+                                     fields=fields)
 
 
 def validate(config, spec) -> None:
@@ -128,8 +122,8 @@ def validate(config, spec) -> None:
     require(g.d_steps_per_g_step in ND_LADDER,
             f"with dpgan.adaptive, dpgan.d_steps_per_g_step must be on the ladder "
             f"{ND_LADDER}; got {g.d_steps_per_g_step}.")
-  require(0.0 <= g.ds_threshold <= 1.0, f"dpgan.ds_threshold must be in [0, 1].")
-  require(0.0 <= g.ds_beta <= 1.0, f"dpgan.ds_beta must be in [0, 1].")
+  require(0.0 <= g.ds_threshold <= 1.0, "dpgan.ds_threshold must be in [0, 1].")
+  require(0.0 <= g.ds_beta <= 1.0, "dpgan.ds_beta must be in [0, 1].")
   require(g.ds_grace >= 0, "dpgan.ds_grace must be a non-negative integer.")
   require(g.d_width >= 2 and g.d_width % 2 == 0,
           f"dpgan.d_width must be even and positive, got {g.d_width}.")
@@ -143,10 +137,6 @@ def validate(config, spec) -> None:
   require(g.num_fakes >= 0, f"dpgan.num_fakes must be >= 0 (0: round(qN)), got {g.num_fakes}.")
   require(config.privacy.clipping == "flat",
           "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
-  require(config.privacy.max_physical_bsz >= 0, "privacy.max_physical_bsz must be >= 0.")
-  require(config.privacy.clipping_strategy in clipping.STRATEGIES,
-          f"privacy.clipping_strategy must be one of {sorted(clipping.STRATEGIES)}, got "
-          f"{config.privacy.clipping_strategy!r}.")
   if spec is None:
     return
   require(spec.kind == "image", f"dpgan trains on images; {spec.name} is {spec.kind}.")
@@ -154,9 +144,6 @@ def validate(config, spec) -> None:
   require(h == w and h in dcgan.SUPPORTED_RESOLUTIONS,
           f"dpgan's DCGAN needs 28x28 or 32x32 images; {spec.name} has {h}x{w}. "
           f"Set data.image_size=28 (e.g. for digits) to resize.")
-  require(config.train.batch_size <= spec.num_train,
-          f"train.batch_size = {config.train.batch_size} is larger than the dataset "
-          f"({spec.num_train} examples).")
 
 
 @flax.struct.dataclass
@@ -200,42 +187,38 @@ def bce_with_logits(logit, target):
   return optax.sigmoid_binary_cross_entropy(logit, target)
 
 
-def private_discriminator_grad(d_apply, d_params, x, y, target, mask, noise_key, *,
+def private_discriminator_grad(d_apply, d_params, real: dict, fake: dict, noise_key, *,
                                clip: clipping.ClippingSpec, mechanism: mechanisms.GaussianSum,
                                mesh=None, microbatch_size=None, strategy: str = "vmap",
                                loss_name: str = "bce"):
-  """The privatised D gradient of dpgan.md §2.5 steps 3-8, and per-example logits.
+  """The privatised D gradient of dpgan.md §2.5 steps 3-8, and per-row logits.
 
-  `x, y, target, mask` hold real and fake rows together (target 1 real, 0 fake; mask
-  False on padding). Each row's loss gradient (BCE or hinge, `loss_name`) is clipped
-  to C, and `mechanism` adds one N(0, (sigma C)^2) draw to the clipped sum and divides
-  it by its constant divisor. Returns (gradient, logits, per-example gradient norms).
+  Every real and fake row is one record (privacy.discriminator, grouping 'rows'): its
+  loss gradient (BCE or hinge, `loss_name`; target 1 real, 0 fake) is clipped to C and
+  `mechanism` adds one N(0, (sigma C)^2) draw to the sum and divides it by its constant.
+  Returns (gradient, per-row logits, norms, present) with rows ordered fakes, reals,
+  padding.
   """
-  def loss(params, ex):
-    logit = d_apply(params, ex["x"][None], ex["y"][None])[0]
-    return d_row_loss(loss_name, logit, ex["t"]), logit
+  def row_loss(params, x, y, is_real):
+    logit = d_apply(params, x[None], y[None])[0]
+    return d_row_loss(loss_name, logit, is_real.astype(jnp.float32)), logit
 
-  batch = {"x": x, "y": y, "t": target}
-  if mesh is None:
-    total, norms, logits = clipping.clipped_grad_sum(
-        loss, d_params, batch, mask, clip, microbatch_size=microbatch_size,
-        strategy=strategy, has_aux=True)
-  else:
-    total, norms, logits = parallel.sharded_clipped_grad_sum(
-        mesh, loss, d_params, batch, mask, clip, microbatch_size=microbatch_size,
-        strategy=strategy, has_aux=True)
-  return mechanism(total, noise_key), logits, norms
+  grad, norms, present, logits = discriminator.real_fake_gradient(
+      row_loss, d_params, real, fake, noise_key, mechanism=mechanism, clip=clip,
+      grouping="rows", mesh=mesh, microbatch_size=microbatch_size, strategy=strategy,
+      has_aux=True)
+  return grad, logits, norms, present
 
 
-class DPGAN(base.Method):
-  """dpgan-revisit as a `base.Method`."""
+class DPGAN(protocol.Method):
+  """dpgan-revisit as a `protocol.Method`."""
 
   # D is trained with DP-SGD, so anything computed from D and generated samples is
   # post-processing; d_loss, d_acc_real and d_clip_fraction read the real batch.
   public_metrics = frozenset({"g_loss", "g_steps", "n_d", "ema_acc_fake", "d_acc_fake"})
 
-  def __init__(self, config, spec, mesh):
-    super().__init__(config, spec, mesh)
+  def __init__(self, plan, config, spec, mesh):
+    super().__init__(plan, config, spec, mesh)
     g = config.dpgan
     h, _, c = spec.example_shape
     self.generator, self.discriminator = dcgan.make_dcgan(
@@ -250,14 +233,13 @@ class DPGAN(base.Method):
     self.probe_size = int(g.probe_batch_size or bsz)
     self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=1e-8)
     self.d_tx = optax.adam(g.d_lr, b1=g.d_beta1, b2=g.d_beta2, eps=1e-8)
-    self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
-    self.mechanism = mechanism(config, n) if config.privacy.enabled else None
+    self.clip = clipping.ClippingSpec(clip_norm=plan.clip_norm)
+    self.mechanism = (mechanism(plan.noise_multiplier, plan.clip_norm, bsz, n, g.num_fakes)
+                      if plan.private else None)
     self.max_physical = int(config.privacy.max_physical_bsz)
+    self.strategy = config.privacy.clipping_strategy
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
-
-  def sampling_rate(self) -> float:
-    return self.q
 
   def _fakes(self, g_params, key, n):
     kz, ky = jax.random.split(key)
@@ -308,40 +290,37 @@ class DPGAN(base.Method):
   def _d_update(self, state, batch, key_fake, key_noise):
     """One logical D step; returns (d_params, d_opt, metrics)."""
     x_fake, y_fake = self._fakes(state.g_params, key_fake, self.num_fakes)
-    x_fake = jax.lax.stop_gradient(x_fake)
-    real_mask = batch["mask"]
-    num_real = real_mask.shape[0]
-    rows, microbatch = self._row_layout(num_real)
-    pad = rows - self.num_fakes - num_real
-    # Fakes first, reals after: the real padding sits at the end (skipped chunks).
-    x = jnp.concatenate([x_fake, batch["x"], jnp.zeros((pad,) + x_fake.shape[1:])], axis=0)
-    y = jnp.concatenate([y_fake, batch["y"], jnp.zeros((pad,), jnp.int32)], axis=0)
-    target = jnp.concatenate([jnp.zeros((self.num_fakes,)), jnp.ones((num_real,)),
-                              jnp.zeros((pad,))])
-    mask = jnp.concatenate([jnp.ones((self.num_fakes,), bool), real_mask,
-                            jnp.zeros((pad,), bool)])
-    is_fake = jnp.arange(rows) < self.num_fakes
-    if self.config.privacy.enabled:
-      grad, logits, norms = private_discriminator_grad(
-          self._d_apply, state.d_params, x, y, target, mask, key_noise, clip=self.clip,
+    fake = {"x": jax.lax.stop_gradient(x_fake), "y": y_fake}
+    real = {"x": batch["x"], "y": batch["y"], "mask": batch["mask"]}
+    num_real = real["mask"].shape[0]
+    if self.plan.private:
+      _, microbatch = self._row_layout(num_real)
+      grad, logits, norms, mask = private_discriminator_grad(
+          self._d_apply, state.d_params, real, fake, key_noise, clip=self.clip,
           mechanism=self.mechanism, mesh=self.mesh, microbatch_size=microbatch,
-          strategy=self.config.privacy.clipping_strategy, loss_name=self.loss)
+          strategy=self.strategy, loss_name=self.loss)
       clipped = jnp.sum((norms > self.clip.clip_norm) & mask) / jnp.sum(mask)
-    else:
-      # Non-private (dpgan.md §2.9): mean loss over the realised real + fake batch.
+    else:  # non-private (dpgan.md §2.9): mean loss over the realised real + fake batch
+      x = jnp.concatenate([fake["x"], real["x"]])
+      y = jnp.concatenate([fake["y"], real["y"]])
+      mask = jnp.concatenate([jnp.ones((self.num_fakes,), bool), real["mask"]])
+      target = (jnp.arange(mask.shape[0]) >= self.num_fakes).astype(jnp.float32)
+
       def mean_loss(params):
         logits = self._d_apply(params, x, y)
         losses = d_row_loss(self.loss, logits, target)
         return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask), logits
+
       grad, logits = jax.grad(mean_loss, has_aux=True)(state.d_params)
       clipped = jnp.zeros(())
     updates, d_opt = self.d_tx.update(grad, state.d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, updates)
-    losses = d_row_loss(self.loss, logits, target)
-    real = mask & ~is_fake
+    is_fake = jnp.arange(mask.shape[0]) < self.num_fakes  # rows: fakes, reals, padding
+    losses = d_row_loss(self.loss, logits, (~is_fake).astype(jnp.float32))
+    real_rows = mask & ~is_fake
     metrics = {
         "d_loss": jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask),
-        "d_acc_real": jnp.sum(real & (logits > 0)) / jnp.maximum(jnp.sum(real), 1),
+        "d_acc_real": jnp.sum(real_rows & (logits > 0)) / jnp.maximum(jnp.sum(real_rows), 1),
         "d_acc_fake": jnp.sum(is_fake & (logits < 0)) / self.num_fakes,
         "d_clip_fraction": clipped,
     }
@@ -398,5 +377,5 @@ class DPGAN(base.Method):
     return self._sample(state, rng, labels)
 
 
-def build(config, spec, mesh) -> DPGAN:
-  return DPGAN(config, spec, mesh)
+DEFINITION = protocol.MethodDefinition(name="dpgan", validate=validate, privacy=declaration,
+                                       build=DPGAN)

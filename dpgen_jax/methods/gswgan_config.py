@@ -22,7 +22,6 @@ CPU_PRESET = {
     "gswgan.num_discriminators": 200,
     "gswgan.pretrain_iterations": 8,
     "gswgan.pretrain_chunk": 1,
-    "gswgan.pretrain_log_every": 0,
     "gswgan.model_dim": 4,
     "gswgan.d_model_dim": 8,
     "gswgan.d_lr": 4e-4,
@@ -52,7 +51,6 @@ def paper_config(dataset: str) -> ml_collections.ConfigDict:
   g.partition_seed = 1  # upstream's random_seed: one shuffle, shard i = rows 60i..60i+59
   g.pretrain_iterations = 2001  # upstream's loop: range(pretrain_iterations + 1), 2000
   g.pretrain_chunk = 50  # discriminators trained at once (vmap); upstream: jobs of 50
-  g.pretrain_log_every = 500
   g.gen_arch = "ResNet"  # 'ResNet' or 'DCGAN'
   g.model_dim = 64  # generator width (C = 4 * model_dim for ResNet)
   g.d_model_dim = 64  # upstream always 64 (the flag affects G only)
@@ -114,7 +112,6 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   g.num_discriminators = 4
   g.pretrain_iterations = 2
   g.pretrain_chunk = 2
-  g.pretrain_log_every = 1
   g.model_dim = 2
   g.d_model_dim = 4
   g.critic_iters = 2

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from dpgen_jax import errors
-from dpgen_jax.methods import base
+from dpgen_jax.methods import protocol
 from dpgen_jax.models import embedding_generators as generators
 from dpgen_jax.privacy import mechanisms
 
@@ -57,43 +57,37 @@ class FeatureMap(Protocol):
   def loss(self, target: PyTree, x_blocks: jax.Array) -> jax.Array: ...
 
 
-def release_mechanism(config, num_examples: int) -> mechanisms.GaussianSum:
+def release_mechanism(neighboring: str, sigma: float, num_examples: int) -> mechanisms.GaussianSum:
   """(S + N(0, (sigma f)^2 I)) / n with f = 2 (replace-one) or 1 (add/remove-one)."""
-  f = NEIGHBORING_FACTOR[config.privacy.neighboring]
-  sigma = config.privacy.noise_multiplier
-  return mechanisms.GaussianSum(noise_multiplier=float(sigma if sigma is not None else 0.0),
-                                clip_norm=1.0, sensitivity_factor=f, noise_factor=f,
+  f = NEIGHBORING_FACTOR[neighboring]
+  return mechanisms.GaussianSum(noise_multiplier=float(sigma), clip_norm=1.0,
+                                sensitivity_factor=f, noise_factor=f,
                                 divisor=float(num_examples))
 
 
-def one_time_events(config, num_examples: int) -> list:
-  """The release: one Gaussian mechanism (no sampling), charged once."""
-  if not config.privacy.enabled:
-    return []
-  return [(release_mechanism(config, num_examples).event(), 1)]
-
-
-def step_event(config, num_examples: int) -> dp_accounting.DpEvent:
-  """Generator steps read only the released embedding: no privacy cost."""
-  del config, num_examples
-  return dp_accounting.NoOpDpEvent()
-
-
-def privacy_fields(config, num_examples: int, section: str) -> dict:
+def declaration(config, num_examples: int, sigma: float, section: str,
+                features: str) -> protocol.PrivacyDeclaration:
+  """The release, one Gaussian mechanism charged once; generator steps cost nothing."""
   p = config.privacy
   f = NEIGHBORING_FACTOR.get(p.neighboring)
-  mech = release_mechanism(config, num_examples) if p.enabled and f else None
-  return dict(
-      noise_multiplier=p.noise_multiplier if p.enabled else None, sampling_rate=None,
-      l2_sensitivity_of_the_mean=None if f is None else f / num_examples,
-      noise_std_of_the_mean=None if mech is None or p.noise_multiplier is None else
-      mech.noise_std / num_examples,
-      num_examples=num_examples,
-      releases=1, generator_steps_cost="nothing (post-processing of the release)",
-      labels="uniform (balanced-classes assumption; no class counts released)",
-      mechanism=f"one Gaussian release of the class-conditional mean embedding "
-                f"({section}): features of norm <= 1, sensitivity {f:g}/n, noise std "
-                f"sigma * {f:g} / n per entry")
+  mech = release_mechanism(p.neighboring, sigma, num_examples) if f else None
+  one_time = ((mech.event(), 1),) if p.enabled and mech is not None else ()
+
+  def fields():
+    return dict(
+        noise_multiplier=sigma if p.enabled else None, sampling_rate=None,
+        l2_sensitivity_of_the_mean=None if f is None else f / num_examples,
+        noise_std_of_the_mean=None if mech is None or not p.enabled else
+        mech.noise_std / num_examples,
+        num_examples=num_examples, releases=1,
+        generator_steps_cost="nothing (post-processing of the release)",
+        labels="balanced generated batches (no class counts released)",
+        mechanism=f"one Gaussian release of the class-conditional mean embedding "
+                  f"({features}): features of norm <= 1, sensitivity {f:g}/n, noise std "
+                  f"sigma * {f:g} / n per entry")
+
+  return protocol.PrivacyDeclaration(step_event=dp_accounting.NoOpDpEvent(), one_time=one_time,
+                                     sampling_rate=None, fields=fields)
 
 
 def validate_common(config, spec, section: str) -> None:
@@ -133,15 +127,42 @@ class EmbeddingState:
   embedding: PyTree  # the released (noised) mean embedding: a DP output
 
 
-class EmbeddingMatcher(base.Method):
+class ReleaseStage(protocol.Stage):
+  """The one private release, as a stage: computed once, saved in the run folder, so a
+  resumed run reads it instead of recomputing it."""
+  name = "release"
+
+  def __init__(self, method: "EmbeddingMatcher", dataset, secret):
+    self.method, self.dataset, self.secret = method, dataset, secret
+
+  def recipe(self) -> dict:
+    c = self.method.config
+    return {"method": c.method, "features": c[self.method.section].to_dict(),
+            "noise_multiplier": self.method.plan.noise_multiplier,
+            "neighboring": self.method.plan.neighboring, "dataset": self.method.spec.name,
+            "num_examples": self.method.spec.num_train}
+
+  def num_items(self) -> int:
+    return 1
+
+  def item_structure(self):
+    return jax.eval_shape(lambda: self.method.features.zeros(self.method.spec.num_classes))
+
+  def run_items(self, start: int, end: int):
+    release = self.method.compute_release(self.dataset, self.secret)
+    return jax.tree.map(lambda x: np.asarray(x)[None], release)
+
+
+class EmbeddingMatcher(protocol.Method):
   """Generator trained to match a released embedding; `features` set by the subclass."""
 
   section = ""
   # The loss compares the released embedding with generated samples: both public.
   public_metrics = frozenset({"loss", "lr"})
+  data_use = "none"
 
-  def __init__(self, config, spec, mesh, features: FeatureMap):
-    super().__init__(config, spec, mesh)
+  def __init__(self, plan, config, spec, mesh, features: FeatureMap):
+    super().__init__(plan, config, spec, mesh)
     g = config[self.section]
     self.features = features
     self.generator = generators.make_generator(
@@ -158,11 +179,16 @@ class EmbeddingMatcher(base.Method):
 
   # -- the private release ------------------------------------------------------------
 
-  def setup(self, workdir, dataset, secret):
-    """Computes the released embedding from the private training set (noise from the
-    secret root: the same release on every resume)."""
-    del workdir
-    p = self.config.privacy
+  def stages(self, run, dataset, secret):
+    return (ReleaseStage(self, dataset, secret),)
+
+  def prepare(self, run, dataset, secret) -> None:
+    stage = ReleaseStage(self, dataset, secret)
+    released = run.stage_store(stage).load(1, stage.item_structure())
+    self._release = jax.tree.map(lambda x: jnp.asarray(x[0]), released)
+
+  def compute_release(self, dataset, secret):
+    """The released embedding of the private training set (noise from the secret root)."""
     k = self.spec.num_classes
     total = self.features.zeros(k)
     chunk = int(self.config[self.section].embed_chunk)
@@ -173,20 +199,20 @@ class EmbeddingMatcher(base.Method):
       x = jnp.asarray(dataset.train_x[start:start + chunk], jnp.float32)
       y = jnp.asarray(dataset.train_y[start:start + chunk], jnp.int32)
       total = add(total, x, y)
-    if p.enabled:
-      mech = release_mechanism(self.config, n)
-      self._release = jax.jit(mech.__call__)(total, secret.key(f"{self.section}/release",
-                                                                self.config.train.prng_impl))
-    else:  # non-private: the exact mean embedding
-      self._release = jax.tree.map(lambda s: s / n, total)
-    return None
+    if self.plan.private:
+      mech = release_mechanism(self.plan.neighboring, self.plan.noise_multiplier, n)
+      return jax.jit(mech.__call__)(total, secret.key(f"{self.section}/release",
+                                                      self.config.train.prng_impl))
+    return jax.tree.map(lambda s: s / n, total)  # non-private: the exact mean embedding
 
   # -- state ---------------------------------------------------------------------------
 
   def init(self, rng):
-    embedding = self._release if self._release is not None else \
-        self.features.zeros(self.spec.num_classes)  # shapes only (the eval job)
-    return jax.jit(self._init_impl)(rng, embedding)
+    """A zero embedding (the shapes); `start` puts the release in."""
+    return jax.jit(self._init_impl)(rng, self.features.zeros(self.spec.num_classes))
+
+  def start(self, state):
+    return state.replace(embedding=jax.tree.map(jnp.asarray, self._release))
 
   def _init_impl(self, rng, embedding):
     z = jnp.zeros((2, int(self.config[self.section].latent_dim)))

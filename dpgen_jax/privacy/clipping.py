@@ -1,6 +1,9 @@
-"""Sums of per-example clipped gradients: the sensitivity-bounding half of DP-SGD.
+"""Per-example clipping: bounds, clip factors, and the reference clipped sum ('vmap').
 
-Guarantee. For a batch with mask m (True = real example) the functions here return
+The strategies are dispatched, microbatched and sharded by privacy/sums.py
+(`clipped_grad_sum`); ghost.py is the faster exact strategy.
+
+Guarantee. For a batch with mask m (True = real example) a strategy returns
 
     S = sum_i m_i * clip(g_i),   g_i = grad_params per_example_loss(params, example_i),
 
@@ -14,15 +17,15 @@ is multiplied by 0 and an all-padding chunk is not computed at all.
 Clip factor: min(1, C / (||g|| + norm_eps)), norm_eps = 1e-6 as Opacus (the bound
 holds for any norm_eps >= 0).
 
-Strategies (same result up to float rounding; see `STRATEGIES`):
+Strategies (same result up to float rounding; see sums.STRATEGIES):
   'vmap'   jax.vmap of jax.grad over examples (the reference; any loss).
   'ghost'  ghost.py: per-example norms of nn.Dense / nn.Conv gradients from their
            inputs and output gradients (no per-example gradients), then the clipped
            sum as one reweighted product per layer; other parameterised Flax modules
            get exact per-example gradients of that module only. The loss must reach
            every parameter through Flax module calls (else GhostClippingError).
-The microbatched form (`microbatch_size`) runs the strategy over physical chunks with
-lax.scan and accumulates the sum, so memory is bounded by one chunk.
+The microbatched form (sums.clipped_grad_sum's `microbatch_size`) runs the strategy over
+physical chunks with lax.scan and accumulates the sum, so memory is bounded by one chunk.
 """
 
 import dataclasses
@@ -89,7 +92,7 @@ def clip_gradient(grad: PyTree, spec: ClippingSpec) -> tuple[PyTree, jax.Array]:
   return clipped, norm
 
 
-def _vmap_strategy(loss_fn: PerExampleLoss, params: PyTree, batch: PyTree, mask: jax.Array,
+def vmap_clipped_sum(loss_fn: PerExampleLoss, params: PyTree, batch: PyTree, mask: jax.Array,
                    spec: ClippingSpec, has_aux: bool):
   """Reference strategy: materialise per-example gradients with vmap(grad)."""
   grad_fn = jax.grad(loss_fn, has_aux=has_aux)
@@ -106,71 +109,3 @@ def _vmap_strategy(loss_fn: PerExampleLoss, params: PyTree, batch: PyTree, mask:
   clipped, norms, aux = jax.vmap(one)(batch, mask)
   total = jax.tree.map(lambda x: jnp.sum(x, axis=0), clipped)
   return total, norms, aux
-
-
-STRATEGIES = {"vmap": _vmap_strategy}
-
-
-def clipped_grad_sum(per_example_loss: PerExampleLoss, params: PyTree, batch: PyTree,
-                     mask: jax.Array, spec: ClippingSpec, *,
-                     microbatch_size: int | None = None, strategy: str = "vmap",
-                     has_aux: bool = False):
-  """Returns (S, per_example_norms, aux) with S the masked sum of clipped gradients.
-
-  Args:
-    per_example_loss: loss of one example (see `PerExampleLoss`).
-    params: the parameters to differentiate.
-    batch: pytree of arrays with a leading batch axis B (padded).
-    mask: bool[B], True for real examples; False rows contribute exactly zero.
-    spec: clipping bounds.
-    microbatch_size: if set and smaller than B, process chunks of this size with
-      lax.scan (B must be a multiple of it); same S up to float rounding.
-    strategy: a key of STRATEGIES.
-    has_aux: per_example_loss returns (loss, aux); aux is returned stacked per example
-      (no DP guarantee: it is computed from raw private data).
-
-  Returns:
-    S (params-shaped), the unclipped per-example gradient norms (B,) (0 for padding
-    rows that were skipped; 'ghost' reports 0 for every padding row) and the stacked
-    aux (None without has_aux).
-  """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"unknown clipping strategy {strategy!r}; known: {sorted(STRATEGIES)}")
-  run = STRATEGIES[strategy]
-  batch_size = mask.shape[0]
-  if not microbatch_size or microbatch_size >= batch_size:
-    return run(per_example_loss, params, batch, mask, spec, has_aux)
-  if batch_size % microbatch_size:
-    raise ValueError(f"batch size {batch_size} is not a multiple of microbatch size "
-                     f"{microbatch_size}")
-  num_chunks = batch_size // microbatch_size
-  chunked = jax.tree.map(lambda x: x.reshape((num_chunks, microbatch_size) + x.shape[1:]),
-                         (batch, mask))
-  zero = jax.tree.map(jnp.zeros_like, params)
-  aux_shape = None
-  if has_aux:
-    first = jax.tree.map(lambda x: x[0], chunked)
-    aux_shape = jax.eval_shape(lambda b, m: run(per_example_loss, params, b, m, spec,
-                                                has_aux)[2], *first)
-
-  def body(acc, chunk):
-    chunk_batch, chunk_mask = chunk
-
-    def compute(_):
-      return run(per_example_loss, params, chunk_batch, chunk_mask, spec, has_aux)
-
-    def skip(_):
-      aux = None if aux_shape is None else jax.tree.map(
-          lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
-      return zero, jnp.zeros((microbatch_size,), jnp.float32), aux
-
-    total, norms, aux = jax.lax.cond(jnp.any(chunk_mask), compute, skip, None)
-    return jax.tree.map(jnp.add, acc, total), (norms, aux)
-
-  total, (norms, aux) = jax.lax.scan(body, zero, chunked)
-  flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
-  return total, flat(norms), (None if aux is None else jax.tree.map(flat, aux))
-
-
-# Registers 'ghost' in STRATEGIES (at the bottom: ghost.py imports this module).
-from dpgen_jax.privacy import ghost as _ghost  # noqa: E402,F401  pylint: disable=g-import-not-at-top

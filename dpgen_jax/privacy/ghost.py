@@ -1,7 +1,7 @@
 """Ghost clipping: exact clipped sums without materialising per-example gradients.
 
-Strategy 'ghost' of `clipping.STRATEGIES`; same signature, result and guarantee as
-the reference 'vmap' strategy (see clipping.py):
+Strategy 'ghost' of `sums.STRATEGIES`; same signature, result and guarantee as the
+reference 'vmap' strategy (clipping.vmap_clipped_sum):
 
     S = sum_i m_i * clip(g_i),   clip factor min(1, C / (||g_i|| + norm_eps)),
 
@@ -357,7 +357,7 @@ def _mask_rows(mask, x):
 
 def ghost_clipped_sum(loss_fn: clipping.PerExampleLoss, params: PyTree, batch: PyTree,
                       mask: jax.Array, spec: clipping.ClippingSpec, has_aux: bool):
-  """Returns (S, per-example norms, aux) exactly as `clipping._vmap_strategy` does.
+  """Returns (S, per-example norms, aux) exactly as `clipping.vmap_clipped_sum` does.
 
   S = sum_i m_i clip(g_i) (flat or per-leaf clipping per `spec`); norms are the
   unclipped per-example gradient norms (0 for padding rows); aux is stacked per
@@ -454,5 +454,3 @@ def ghost_clipped_sum(loss_fn: clipping.PerExampleLoss, params: PyTree, batch: P
         total[i] = total[i] + grad[name].astype(leaves[i].dtype)
   return jax.tree.unflatten(treedef, total), jnp.where(mask, norms, 0.0), aux
 
-
-clipping.STRATEGIES["ghost"] = ghost_clipped_sum

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from dp_accounting import rdp
 
-from dpgen_jax import errors
-from dpgen_jax.methods import cslgan, cslgan_dp as dp
+from dpgen_jax import errors, methods
+from dpgen_jax.methods import cslgan
+from dpgen_jax.methods.cslgan import losses as dp
 from dpgen_jax.models import cslgan_nets as nets
-from dpgen_jax.privacy import accounting, clipping, plan
+from dpgen_jax.privacy import accounting, clipping, immediate_sensitivity
 from tests import helpers
 
 EPS = 1e-6  # the clip factor's norm_eps
@@ -37,9 +38,15 @@ WGAN = dp.LossSpec(arch="none", loss="wgan", num_classes=1)
 PARAMS = {"w": jnp.asarray([0.3, -0.2, 0.1]), "b": jnp.asarray(0.05)}
 
 
+def gc_clipped_sum(spec, d_apply, params, real, fake, clip, *, split, strategy="vmap"):
+  """The clipped sum S inside gc mode's gradient: the mechanism without noise, divisor 1."""
+  return dp.gc_gradient(spec, d_apply, params, real, fake, jax.random.key(0), clip,
+                        dp.gc_mechanism(0.0, 1.0, 1.0), split=split, strategy=strategy)
+
+
 def _wgan_clipped_sum(xr, xf, mask, c, split):
   """gc_clipped_sum of the linear WGAN critic on real rows xr (masked) and fake rows xf."""
-  total, _, _ = dp.gc_clipped_sum(
+  total, _, _ = gc_clipped_sum(
       WGAN, _linear_d, PARAMS, {"x": jnp.asarray(xr), "y": jnp.zeros(len(xr), jnp.int32),
                                 "mask": jnp.asarray(mask)},
       {"x": jnp.asarray(xf), "y": jnp.zeros(len(xf), jnp.int32)}, clipping.ClippingSpec(c),
@@ -82,7 +89,7 @@ def test_per_layer_bounds_respected_and_total_sensitivity():
   assert spec.sensitivity == pytest.approx(math.sqrt(0.7 ** 2 + 0.2 ** 2))
   xr = _data(3)
   for j in range(6):  # one example at a time: each leaf within its own bound, as by hand
-    total, _, _ = dp.gc_clipped_sum(
+    total, _, _ = gc_clipped_sum(
         WGAN, _linear_d, PARAMS, {"x": jnp.asarray(xr[j:j + 1]), "y": jnp.zeros(1, jnp.int32),
                                   "mask": jnp.ones(1, bool)},
         {"x": jnp.zeros((0, 3)), "y": jnp.zeros(0, jnp.int32)}, spec, split=True)
@@ -94,8 +101,7 @@ def test_per_layer_bounds_respected_and_total_sensitivity():
 
 def test_gc_noise_is_sigma_times_c_tot_over_b():
   zeros = {"w": jnp.zeros((200_000,)), "b": jnp.zeros(())}
-  out = dp.gc_privatize(zeros, jax.random.key(1), noise_multiplier=3.0,
-                        sensitivity=math.sqrt(0.7 ** 2 + 0.2 ** 2), divisor=50)
+  out = dp.gc_mechanism(3.0, math.sqrt(0.7 ** 2 + 0.2 ** 2), 50)(zeros, jax.random.key(1))
   want = 3.0 * math.sqrt(0.53) / 50
   assert float(jnp.std(out["w"])) == pytest.approx(want, rel=0.01)
 
@@ -168,13 +174,13 @@ def test_immediate_sensitivity_equals_hand_computation():
   params = {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
   loss = lambda p, xx: jnp.mean(jnp.square(xx @ p["w"] + p["b"])) / 2
   want_global, want_w, want_b = _is_hand(w, b, x)
-  _, sens = dp.immediate_sensitivity(loss, params, jnp.asarray(x, jnp.float32))
+  _, sens = immediate_sensitivity.immediate_sensitivity(loss, params, jnp.asarray(x, jnp.float32))
   assert float(sens) == pytest.approx(want_global, rel=1e-4)
-  _, sens = dp.immediate_sensitivity(loss, params, jnp.asarray(x, jnp.float32), per_param=True)
+  _, sens = immediate_sensitivity.immediate_sensitivity(loss, params, jnp.asarray(x, jnp.float32), per_param=True)
   assert float(sens["w"]) == pytest.approx(want_w, rel=1e-4)
   assert float(sens["b"]) == pytest.approx(want_b, rel=1e-4)
   scaled_global, _, _ = _is_hand(w, b, x, s_w=2.0, s_b=0.5)
-  _, sens = dp.immediate_sensitivity(loss, params, jnp.asarray(x, jnp.float32),
+  _, sens = immediate_sensitivity.immediate_sensitivity(loss, params, jnp.asarray(x, jnp.float32),
                                      scaling={"w": 2.0, "b": 0.5})
   assert float(sens) == pytest.approx(scaled_global, rel=1e-4)
 
@@ -183,7 +189,7 @@ def test_is_noise_scale_and_skips():
   g = {"a": jnp.zeros((100_000,)), "b": jnp.zeros((100_000,)), "c": jnp.zeros((10,))}
   sens = {"a": jnp.asarray(0.3), "b": jnp.asarray(0.0), "c": jnp.asarray(5.0)}
   skip = {"a": jnp.asarray(False), "b": jnp.asarray(False), "c": jnp.asarray(True)}
-  out = dp.is_noise(g, sens, jax.random.key(0), noise_multiplier=2.0,
+  out = immediate_sensitivity.is_noise(g, sens, jax.random.key(0), noise_multiplier=2.0,
                     scaling={"a": 1.5, "b": 1.0, "c": 1.0}, skip=skip)
   assert float(jnp.std(out["a"])) == pytest.approx(2.0 * 0.3 * 1.5, rel=0.02)
   assert float(jnp.max(jnp.abs(out["b"]))) == 0.0  # zero sensitivity: no noise
@@ -235,14 +241,14 @@ def test_every_class_is_thinned_at_the_accounted_rate_not_its_own_size():
 
 def test_mean_sample_rate_comes_from_the_config_not_the_data():
   c = helpers.config("cslgan_mnist_acgan_gc", **{"cslgan.num_mean_samples": 20})
-  assert cslgan.mean_sample_rate(c, 60_000) == pytest.approx(5000 / 5421)  # MNIST's split
+  assert dp.mean_sample_rate(c, 60_000) == pytest.approx(5000 / 5421)  # MNIST's split
   c.cslgan.mean_sample_min_class_size = 6000
-  assert cslgan.mean_sample_rate(c, 60_000) == pytest.approx(5000 / 6000)
+  assert dp.mean_sample_rate(c, 60_000) == pytest.approx(5000 / 6000)
 
 
 def test_privacy_mode_defaults_and_upstream_conversion():
   c = helpers.config("cslgan_mnist_gc")
-  report = plan.privacy_report(c, 60_000, cslgan)
+  report = helpers.privacy_report(c, 60_000)
   assert report["epsilon"] == pytest.approx(0.81, abs=0.005)  # issue 8 / dp-accounting RDP
   # Upstream train.py: 99 steps/epoch (58,862 images, B = 600), N = 60,000, Opacus 0.14
   # orders, classic conversion, delta 1e-5 -> 0.990 (REFERENCE.md b.7).
@@ -262,7 +268,7 @@ def test_privacy_mode_adds_mean_sample_cost():
   c = helpers.config("cslgan_mnist_acgan_gc")
   c.cslgan.num_mean_samples = 20
   c.privacy.grad_clip_mode = "adaptive"
-  report = plan.privacy_report(c, 60_000, cslgan)
+  report = helpers.privacy_report(c, 60_000)
   q_mean = 5000 / 5421  # smallest MNIST class
   sigma_mean = 0.22 / (28 / 10_000)
   engine = accounting.poisson_gaussian_event(0.01, 5.0, 10_000)
@@ -274,10 +280,10 @@ def test_privacy_mode_adds_mean_sample_cost():
 
 
 def test_is_mode_epsilon_is_flagged_everywhere_it_is_reported():
-  report = plan.privacy_report(helpers.config("cslgan_mnist_is"), 60_000, cslgan)
+  report = helpers.privacy_report(helpers.config("cslgan_mnist_is"), 60_000)
   assert report["epsilon_caveat"] == "approximate, not formally DP"
   assert "NOT formally DP" in report["mechanism"]
-  gc_report = plan.privacy_report(helpers.config("cslgan_mnist_gc"), 60_000, cslgan)
+  gc_report = helpers.privacy_report(helpers.config("cslgan_mnist_gc"), 60_000)
   assert "epsilon_caveat" not in gc_report
 
 
@@ -333,20 +339,21 @@ def test_ghost_strategy_equals_vmap_on_the_vanilla_acgan_combined():
   fake = {"x": jnp.asarray(r.random((6, 28, 28, 1)), jnp.float32),
           "y": jnp.asarray(r.integers(0, 10, 6), jnp.int32)}
   clip = clipping.ClippingSpec(0.05)
-  want, _, _ = dp.gc_clipped_sum(spec, apply, params, real, fake, clip, split=split)
-  got, _, _ = dp.gc_clipped_sum(spec, apply, params, real, fake, clip, split=split,
-                                strategy="ghost")
+  want, _, _ = gc_clipped_sum(spec, apply, params, real, fake, clip, split=split)
+  got, _, _ = gc_clipped_sum(spec, apply, params, real, fake, clip, split=split,
+                             strategy="ghost")
   for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_ledger_charges_mean_samples_once_not_as_steps():
   c = helpers.config("cslgan_mnist_acgan_gc", **{"cslgan.num_mean_samples": 20})
-  ledger = plan.new_ledger(c, 60_000, cslgan, {})
+  plan = helpers.privacy_plan(c, 60_000)
+  ledger = plan.new_ledger()
   means = accounting.poisson_gaussian_event(5000 / 5421, 0.22 / (28 / 10_000), 200)
   assert ledger.steps == 0
   assert ledger.epsilon() == pytest.approx(accounting.epsilon(means, 1e-5), rel=1e-9)
-  ledger.charge(cslgan.dp_event(c, 60_000))
+  ledger.charge(plan.step_event)
   assert ledger.steps == 1
   both = dp_accounting.ComposedDpEvent([means, accounting.poisson_gaussian_event(0.01, 5.0)])
   assert ledger.epsilon() == pytest.approx(accounting.epsilon(both, 1e-5), rel=1e-9)
@@ -357,7 +364,7 @@ def test_released_artifact_is_the_generator_only():
   from dpgen_jax.data.dataset import DataSpec
   c = helpers.config("cslgan_mnist_acgan_gc", "smoke")
   spec = DataSpec("mnist", "image", (28, 28, 1), 10, 256, 10_000)
-  method = cslgan.build(c, spec, parallel.make_mesh())
+  method = methods.build(c, spec, parallel.make_mesh())
   state = method.init(jax.random.key(0))
   assert "hidden" in state.d_params  # the checkpoint keeps D (for the audit) ...
   assert set(method.released(state)) == {"g_params"}  # ... but D is never released

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from dpgen_jax import cli
-from dpgen_jax.methods import cslgan_method
+from dpgen_jax import cli, methods
+from dpgen_jax.methods.cslgan.method import CSLGAN
 from tests import helpers
 
 
@@ -31,7 +31,7 @@ def test_gc_smoke_trains_and_ledger_says_poisson(tmp_path, mnist):
   assert ledger["sampling"]["scheme"] == "poisson"
   assert ledger["training_set"] == "the first 256 examples of the training split"
   assert "epsilon_caveat" not in ledger
-  helpers.assert_only_public_tags(str(tmp_path), cslgan_method.CSLGAN)
+  helpers.assert_only_public_tags(str(tmp_path), CSLGAN)
 
 
 def test_is_smoke_per_parameter_and_caveat_in_ledger(tmp_path, mnist, capsys):
@@ -125,9 +125,8 @@ def test_resume_replays_shuffled_batches_and_mean_samples_exactly(tmp_path, mnis
   import jax
   from dpgen_jax import parallel, rng
   from dpgen_jax.data import registry
-  from dpgen_jax.methods import cslgan
   from dpgen_jax.training import loop
-  from dpgen_jax.training.checkpoint import Checkpointer
+  from dpgen_jax.checkpoints import Checkpointer
 
   c = helpers.config("cslgan_mnist_gc", "smoke", **{
       "cslgan.conditional_arch": "CGAN", "cslgan.num_mean_samples": 1,
@@ -139,7 +138,7 @@ def test_resume_replays_shuffled_batches_and_mean_samples_exactly(tmp_path, mnis
   shutil.copytree(straight, resumed)
   shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))
   loop.train(c, resumed)
-  method = cslgan.build(c, registry.static_spec(c.data), parallel.make_mesh())
+  method = methods.build(c, registry.static_spec(c.data), parallel.make_mesh())
   abstract = jax.eval_shape(lambda: method.init(rng.make_key(0)))
   a, _ = Checkpointer(straight, read_only=True).restore(4, abstract)
   b, _ = Checkpointer(resumed, read_only=True).restore(4, abstract)
@@ -148,17 +147,15 @@ def test_resume_replays_shuffled_batches_and_mean_samples_exactly(tmp_path, mnis
 
 
 def test_adversarial_loss_is_public_only_when_computed_on_public_data():
-  import jax
   import jax.numpy as jnp
   from dpgen_jax import parallel, rng
   from dpgen_jax.data.dataset import DataSpec
-  from dpgen_jax.methods import cslgan
   spec = DataSpec("mnist", "image", (28, 28, 1), 10, 256, 10_000)
-  private_batch = cslgan.build(helpers.config("cslgan_mnist_gc", "smoke"), spec,
+  private_batch = methods.build(helpers.config("cslgan_mnist_gc", "smoke"), spec,
                                parallel.make_mesh())
   assert "d_adv_loss" not in private_batch.public_metrics  # it reads the real batch
   c = helpers.config("cslgan_mnist_gc", "smoke", **{"cslgan.public_set_size": 64})
-  method = cslgan.build(c, spec, parallel.make_mesh())
+  method = methods.build(c, spec, parallel.make_mesh())
   assert "d_adv_loss" in method.public_metrics
   r = np.random.default_rng(0)
   method.public = (jnp.asarray(r.uniform(size=(64, 28, 28, 1)), jnp.float32),

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpgen_jax import cli, parallel, rng
+from dpgen_jax import cli, rng
 from dpgen_jax.data import load_dataset
 from dpgen_jax.methods import dp_merf, dp_ntk, mean_embedding
 from dpgen_jax.privacy import randomness
@@ -122,9 +122,7 @@ def test_generator_training_reduces_the_embedding_distance(tmp_path):
   c = _digits("merf_mnist_eps10", **{"train.num_steps": 150, "train.batch_size": 200,
                                      "dp_merf.num_features": 2000})
   dataset = load_dataset(c.data)
-  method = dp_merf.build(c, dataset.spec, parallel.make_mesh())
-  method.setup(str(tmp_path), dataset, randomness.SecretRoot.from_entropy())
-  state = method.init(rng.make_key(0))
+  method, state, _ = helpers.started(c, dataset, tmp_path)
   keys = randomness.StepKeys(randomness.SecretRoot.from_entropy())
   labels = np.arange(1000) % 10
 

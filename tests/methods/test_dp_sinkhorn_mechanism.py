@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dpgen_jax import methods
 from dpgen_jax import cli, errors, parallel, rng
 from dpgen_jax.data import registry
 from dpgen_jax.data.dataset import DataSpec
-from dpgen_jax.methods import dp_sinkhorn, get_method
+from dpgen_jax.methods import dp_sinkhorn
 from dpgen_jax.models import init, sinkhorn_generators as generators
 from dpgen_jax.privacy import accounting
 from tests import helpers
@@ -23,9 +24,7 @@ SPEC = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
 
 
 def _sanitizer(clip_norm, sigma):
-  c = helpers.config("sinkhorn_mnist_m1", **{"privacy.clip_norm": clip_norm,
-                                             "privacy.noise_multiplier": sigma})
-  return dp_sinkhorn.sanitizer(c)
+  return dp_sinkhorn.sanitizer(clip_norm, sigma)
 
 
 def test_without_noise_the_block_is_clipped_to_c_as_one_block():
@@ -53,10 +52,10 @@ def test_noise_has_per_pixel_std_two_c_sigma():
 
 def test_dp_event_and_privacy_fields():
   c = helpers.config("sinkhorn_mnist_m1")
-  event = dp_sinkhorn.dp_event(c, 60_000)
-  assert event == dp_accounting.PoissonSampledDpEvent(
+  declared = dp_sinkhorn.declaration(c, 60_000, 1.1)
+  assert declared.step_event == dp_accounting.PoissonSampledDpEvent(
       1 / 1200, dp_accounting.GaussianDpEvent(1.1))
-  fields = dp_sinkhorn.privacy_fields(c, 60_000)
+  fields = declared.fields()
   assert (fields["fake_batch_size"], fields["extra_fake_batch_size"]) == (50, 10)
   assert fields["noise_std_per_pixel"] == pytest.approx(1.1)
   assert fields["sensitivity"] == pytest.approx(1.0)
@@ -108,12 +107,8 @@ PAPER = {"sinkhorn_mnist_m1": (3_446_400, 1.1, 1.0), "sinkhorn_mnist_m3": (3_446
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("preset", ("paper", "cpu", "smoke"))
 def test_every_config_and_preset_validates_and_stays_within_epsilon_10(name, preset):
-  from dpgen_jax.privacy import plan
   c = helpers.config(name, preset)
-  spec = registry.static_spec(c.data)
-  dp_sinkhorn.validate(c, spec)
-  report = plan.privacy_report(c, spec.num_train, get_method(c.method),
-                               compare_accountants=False)
+  report = helpers.privacy_report(c, compare_accountants=False)
   assert report["epsilon"] <= 10.0 and report["target_epsilon"] == 10.0
   steps, sigma, mixture = PAPER[name]
   s = c.dp_sinkhorn
@@ -158,10 +153,7 @@ def test_mode_privacy_on_the_mnist_paper_preset(capsys):
 
 def test_a_target_only_config_is_calibrated_by_dp_accounting_within_the_budget():
   c = helpers.config("sinkhorn_mnist_m1", **{"train.num_steps": None})
-  method = get_method(c.method)
-  spec = registry.static_spec(c.data)
-  from dpgen_jax.privacy import plan
-  report = plan.privacy_report(c, spec.num_train, method, compare_accountants=False)
+  report = helpers.privacy_report(c, compare_accountants=False)
   assert report["num_steps_calibrated_for"] == 10.0
   assert 9.99 < report["epsilon"] <= 10.0
   assert report["steps"] > 3_446_400  # the tighter conversion allows more steps
@@ -171,7 +163,7 @@ def test_celeba_uses_the_train_split_for_the_sampling_rate():
   c = helpers.config("sinkhorn_celeba")
   spec = registry.static_spec(c.data)
   assert (spec.num_train, spec.num_test) == (162_770, 19_867)
-  assert dp_sinkhorn.privacy_fields(c, spec.num_train)["sampling_rate"] == pytest.approx(
+  assert dp_sinkhorn.declaration(c, spec.num_train, 0.8).sampling_rate == pytest.approx(
       200 / 162_770)
   assert registry.static_spec(helpers.config("celeba_eps10_adaptive").data).num_train == 182_637
   with pytest.raises(errors.ConfigError, match="no split variant 'valid'"):
@@ -219,8 +211,8 @@ def test_phase_decomposed_transposed_convolution_equals_flax_conv_transpose():
 def test_fixed_fake_batch_and_padding_independent_step():
   """n and n' never depend on the realised batch; padded real rows change nothing."""
   c = helpers.config("sinkhorn_mnist_m1", "smoke")
-  method = dp_sinkhorn.build(c, SPEC, parallel.make_mesh())
-  assert (method.num_fakes, method.num_extra, method.q) == (50, 10, pytest.approx(1 / 1200))
+  method = methods.build(c, SPEC, parallel.make_mesh())
+  assert (method.num_fakes, method.num_extra, method.plan.sampling_rate) == (50, 10, pytest.approx(1 / 1200))
   state = method.init(rng.make_key(0))
   data = np.random.default_rng(0)
   x = data.uniform(size=(40, 28, 28, 1)).astype(np.float32)

@@ -5,7 +5,7 @@ import os
 
 from dpgen_jax.methods import dp_sinkhorn
 from dpgen_jax.training import loop
-from dpgen_jax.training.checkpoint import Checkpointer
+from dpgen_jax.checkpoints import Checkpointer
 from tests import helpers
 
 

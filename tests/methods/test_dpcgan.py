@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from dpgen_jax import cli, errors
-from dpgen_jax.data import registry
 from dpgen_jax.methods import dpcgan
-from dpgen_jax.privacy import accounting, clipping, mechanisms
+from dpgen_jax.privacy import accounting, clipping, mechanisms, sums
 from tests import helpers
 
 C = 1.1
@@ -42,9 +41,15 @@ def _data(num_real=7, padded=10, num_fakes=4, seed=1, pad_value=0.0):
   return real, fake
 
 
-def _mech(sigma, m):
-  """DP-CGAN's mechanism: noise std sigma C on the sum, divided by m."""
-  return mechanisms.GaussianSum(noise_multiplier=sigma, clip_norm=C, divisor=m)
+def _real_ids(key, rows, m):
+  """The microbatch of each real row, as privacy.discriminator draws them."""
+  return jax.random.randint(key, (rows,), 0, m)
+
+
+def _mech(sigma, m, batch_size=4):
+  """DP-CGAN's mechanism: noise std sigma C on the sum, divided by m (sensitivity factor
+  1 for m = B, 2 for microbatch means)."""
+  return dpcgan.mechanism(sigma, C, m, batch_size)
 
 
 def _grad(params, real, fake, m, sigma=0.0, key=1, **kw):
@@ -81,7 +86,7 @@ def test_m_equal_b_is_the_core_per_example_clipped_sum():
   batch = {"x": jnp.concatenate([fake["x"], real["x"]]), "y": jnp.concatenate([fake["y"], real["y"]]),
            "t": jnp.concatenate([jnp.zeros(4), jnp.ones(10)])}
   mask = jnp.concatenate([jnp.ones(4, bool), real["mask"]])
-  core, norms, _ = clipping.clipped_grad_sum(
+  core, norms, _ = sums.clipped_grad_sum(
       lambda p, ex: dpcgan.bce_with_logits(_mlp_d(p, ex["x"][None], ex["y"][None])[0], ex["t"]),
       params, batch, mask, CLIP)
   _assert_trees_close(got, jax.tree.map(lambda s: s / 4, core), rtol=1e-6, atol=1e-7)
@@ -116,10 +121,10 @@ def test_m_equal_one_clips_the_batch_mean_gradient_once():
 @pytest.mark.parametrize("weighted_max,chunk", [(32, None), (0, None), (0, 4)])
 def test_intermediate_m_clips_each_microbatch_mean(monkeypatch, weighted_max, chunk):
   """m = 2 < B = 4: real ids i.i.d. from the key, fakes in fixed halves; both code paths."""
-  monkeypatch.setattr(dpcgan, "WEIGHTED_MAX_GROUPS", weighted_max)
+  monkeypatch.setattr(sums, "WEIGHTED_MAX_GROUPS", weighted_max)
   params, (real, fake) = _params(), _data()
   got = _grad(params, real, fake, m=2, chunk_size=chunk)
-  ids = np.asarray(dpcgan.real_microbatch_ids(jax.random.key(7), 10, 2))
+  ids = np.asarray(_real_ids(jax.random.key(7), 10, 2))
   mask = np.asarray(real["mask"])
   want = {k: np.zeros(v.shape) for k, v in params.items()}
   groups = [[i for i in range(10) if mask[i] and ids[i] == j] for j in range(2)]
@@ -134,16 +139,16 @@ def test_intermediate_m_clips_each_microbatch_mean(monkeypatch, weighted_max, ch
 
 @pytest.mark.parametrize("weighted_max", [32, 0])
 def test_each_microbatch_contribution_has_norm_at_most_c(monkeypatch, weighted_max):
-  monkeypatch.setattr(dpcgan, "WEIGHTED_MAX_GROUPS", weighted_max)
+  monkeypatch.setattr(sums, "WEIGHTED_MAX_GROUPS", weighted_max)
   params, (real, _) = _params(scale=10.0), _data(num_real=9, padded=12)
   batch = {"x": real["x"], "y": real["y"], "t": jnp.ones(12)}
-  ids = dpcgan.real_microbatch_ids(jax.random.key(3), 12, 5)
+  ids = _real_ids(jax.random.key(3), 12, 5)
 
   def loss(p, ex):
     return dpcgan.bce_with_logits(_mlp_d(p, ex["x"][None], ex["y"][None])[0], ex["t"])
 
-  means, counts = dpcgan.microbatch_mean_grads(loss, params, batch, real["mask"], ids, 5)
-  total, norms, _ = dpcgan.clipped_microbatch_sum(loss, params, batch, real["mask"], ids, 5, CLIP)
+  means, counts = sums.group_mean_grads(loss, params, batch, real["mask"], ids, 5)
+  total, norms, _ = sums.clipped_group_sum(loss, params, batch, real["mask"], ids, 5, CLIP)
   assert float(jnp.sum(counts)) == 9
   contributions = jax.vmap(lambda g: clipping.clip_gradient(g, CLIP)[0])(means)
   sizes = np.asarray(jax.vmap(clipping.global_norm)(contributions))
@@ -216,23 +221,24 @@ def test_sensitivity_is_c_per_example_and_2c_for_microbatch_means():
   one = {"x": x, "y": jnp.zeros(2, jnp.int32)}
   without, with_x2 = jnp.array([True, False]), jnp.array([True, True])
   ids = jnp.zeros(2, jnp.int32)
-  s0 = dpcgan.clipped_microbatch_sum(loss, params, one, without, ids, 1, CLIP)[0]["w"]
-  s1 = dpcgan.clipped_microbatch_sum(loss, params, one, with_x2, ids, 1, CLIP)[0]["w"]
+  s0 = sums.clipped_group_sum(loss, params, one, without, ids, 1, CLIP)[0]["w"]
+  s1 = sums.clipped_group_sum(loss, params, one, with_x2, ids, 1, CLIP)[0]["w"]
   assert float(jnp.linalg.norm(s1 - s0)) == pytest.approx(2 * C, rel=1e-5)
-  p0 = clipping.clipped_grad_sum(loss, params, one, without, CLIP)[0]["w"]
-  p1 = clipping.clipped_grad_sum(loss, params, one, with_x2, CLIP)[0]["w"]
+  p0 = sums.clipped_grad_sum(loss, params, one, without, CLIP)[0]["w"]
+  p1 = sums.clipped_grad_sum(loss, params, one, with_x2, CLIP)[0]["w"]
   assert float(jnp.linalg.norm(p1 - p0)) == pytest.approx(C, rel=1e-5)
 
 
 def test_accounted_noise_multiplier_and_event():
   c = helpers.config("dpcgan_mnist_eps10")
   assert dpcgan.sensitivity_factor(600, 600) == 1 and dpcgan.sensitivity_factor(1, 600) == 2
-  assert dpcgan.accounted_noise_multiplier(c) == pytest.approx(1.15)
-  event = dpcgan.dp_event(c, 60_000)
+  assert dpcgan.mechanism(1.15, C, 600, 600).effective_noise_multiplier == pytest.approx(1.15)
+  event = dpcgan.declaration(c, 60_000, 1.15).step_event
   assert event == dp_accounting.PoissonSampledDpEvent(0.01, dp_accounting.GaussianDpEvent(1.15))
   c.dpcgan.num_microbatches = 60
-  assert dpcgan.dp_event(c, 60_000).event.noise_multiplier == pytest.approx(0.575)
-  fields = dpcgan.privacy_fields(c, 60_000)
+  declared = dpcgan.declaration(c, 60_000, 1.15)
+  assert declared.step_event.event.noise_multiplier == pytest.approx(0.575)
+  fields = declared.fields()
   assert fields["microbatch_sensitivity_factor"] == 2 and fields["l2_sensitivity"] == 2 * C
   assert fields["noise_stddev"] == pytest.approx(1.15 * C)
 
@@ -282,7 +288,7 @@ def test_privacy_mode_values(name, improved, upstream, order, capsys):
 def test_user_mistakes_are_one_config_error(overrides, fragment):
   c = helpers.config("dpcgan_mnist_eps10", **overrides)
   with pytest.raises(errors.ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
-    dpcgan.validate(c, registry.static_spec(c.data))
+    helpers.privacy_plan(c)  # the common checks and the method's, as every mode runs them
 
 
 def test_d_learning_rate_schedule_flag():

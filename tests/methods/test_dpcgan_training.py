@@ -9,13 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dpgen_jax import methods
 from dpgen_jax import cli, parallel, rng
 from dpgen_jax.data import tabular
 from dpgen_jax.data.dataset import DataSpec
 from dpgen_jax.methods import dpcgan
-from dpgen_jax.privacy import clipping
+from dpgen_jax.privacy import sums
 from dpgen_jax.training import loop
-from dpgen_jax.training.checkpoint import Checkpointer
+from dpgen_jax.checkpoints import Checkpointer
 from tests import helpers
 
 THYROID = DataSpec("thyroid", "tabular", (21,), 3, 3772, 3428)
@@ -105,7 +106,7 @@ def test_tabular_head_trains_and_releases_binary_columns(tmp_path):
                                                     "dpcgan.binary_mode": "gumbel",
                                                     "train.num_steps": 3})
   loop.train(c, str(tmp_path))
-  method = dpcgan.build(c, THYROID, parallel.make_mesh())
+  method = methods.build(c, THYROID, parallel.make_mesh())
   state, _ = Checkpointer(str(tmp_path), read_only=True).restore(
       3, jax.eval_shape(lambda: method.init(rng.make_key(0))))
   x = np.asarray(method.sample(state, rng.make_key(1), jnp.arange(30) % 3))
@@ -121,12 +122,12 @@ def test_non_private_run_reports_no_epsilon(tmp_path):
   assert loop.train(c, str(tmp_path))["epsilon"] is None
 
 
-@pytest.mark.skipif("ghost" not in clipping.STRATEGIES, reason="no ghost clipping strategy")
+@pytest.mark.skipif("ghost" not in sums.STRATEGIES, reason="no ghost clipping strategy")
 def test_ghost_strategy_gives_the_vmap_d_step():
   """The cpu preset's 'ghost' clipping computes the same per-example clipped sum."""
   spec = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
-  a = dpcgan.build(helpers.config("dpcgan_mnist_eps10", "smoke"), spec, parallel.make_mesh())
-  b = dpcgan.build(helpers.config("dpcgan_mnist_eps10", "smoke",
+  a = methods.build(helpers.config("dpcgan_mnist_eps10", "smoke"), spec, parallel.make_mesh())
+  b = methods.build(helpers.config("dpcgan_mnist_eps10", "smoke",
                                   **{"privacy.clipping_strategy": "ghost"}),
                    spec, parallel.make_mesh())
   state = a.init(rng.make_key(0))
@@ -147,7 +148,7 @@ def test_generator_labels_are_uniform_and_never_the_real_labels():
   spec = DataSpec("thyroid", "tabular", (21,), 3, 3772, 3428)
   c = helpers.config("dpcgan_thyroid", "smoke", **{"train.batch_size": 600,
                                                     "dpcgan.num_microbatches": 600})
-  method = dpcgan.build(c, spec, parallel.make_mesh())
+  method = methods.build(c, spec, parallel.make_mesh())
   seen = []
   generate = method._generate
 

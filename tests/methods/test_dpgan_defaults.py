@@ -3,7 +3,7 @@
 import pytest
 
 from dpgen_jax import errors
-from dpgen_jax.methods import dpgan, dpgan_config
+from dpgen_jax.methods import dpgan_config
 from tests import helpers
 
 
@@ -14,8 +14,8 @@ def test_every_dpgan_config_defaults_to_ghost_clipping(name):
 
 
 def test_vmap_is_selectable_and_an_unknown_strategy_is_one_clear_error():
-  dpgan.validate(helpers.config("mnist_eps10", "smoke", **{"privacy.clipping_strategy": "vmap"}),
-                 None)
+  helpers.privacy_plan(helpers.config("mnist_eps10", "smoke",
+                                      **{"privacy.clipping_strategy": "vmap"}))
   bad = helpers.config("mnist_eps10", "smoke", **{"privacy.clipping_strategy": "gost"})
   with pytest.raises(errors.ConfigError, match="clipping_strategy must be one of .*'gost'"):
-    dpgan.validate(bad, None)
+    helpers.privacy_plan(bad)

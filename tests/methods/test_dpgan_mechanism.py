@@ -46,13 +46,15 @@ def test_hand_checkable_d_step_opacus_semantics():
            (fakes / np.linalg.norm(fakes, axis=1, keepdims=True)).sum(0)
   np.testing.assert_allclose(expected, approx / divisor, atol=1e-3)  # the large-logit regime
 
-  grad, logits, norms = dpgan.private_discriminator_grad(
-      _linear_d, {"w": jnp.asarray(w, jnp.float32)}, jnp.asarray(x, jnp.float32),
-      jnp.zeros((6,), jnp.int32), jnp.asarray(target, jnp.float32), jnp.asarray(mask),
-      rng.make_key(0), clip=clipping.ClippingSpec(clip_norm=1.0),
+  real = {"x": jnp.asarray(x[2:], jnp.float32), "y": jnp.zeros((4,), jnp.int32),
+          "mask": jnp.asarray(mask[2:])}
+  fake = {"x": jnp.asarray(fakes, jnp.float32), "y": jnp.zeros((2,), jnp.int32)}
+  grad, logits, norms, present = dpgan.private_discriminator_grad(
+      _linear_d, {"w": jnp.asarray(w, jnp.float32)}, real, fake, rng.make_key(0), clip=clipping.ClippingSpec(clip_norm=1.0),
       mechanism=mechanisms.GaussianSum(noise_multiplier=0.0, clip_norm=1.0, divisor=divisor))
   np.testing.assert_allclose(np.asarray(grad["w"]), expected, rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(logits), x @ w, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(logits), x @ w, rtol=1e-6)  # fakes, reals, padding
+  np.testing.assert_array_equal(np.asarray(present), mask)
   # One SGD step with lr 1, as the upstream test: w - gradient.
   updates, _ = optax.sgd(1.0).update(grad, optax.sgd(1.0).init(grad))
   np.testing.assert_allclose(np.asarray(optax.apply_updates({"w": jnp.asarray(w)}, updates)["w"]),
@@ -64,9 +66,10 @@ def test_d_step_noise_has_std_sigma_c_over_divisor():
   x = jnp.zeros((4, 2))  # zero inputs: zero gradients, so the output is pure noise
 
   def one(key):
+    real = {"x": x, "y": jnp.zeros((4,), jnp.int32), "mask": jnp.ones((4,), bool)}
+    fake = {"x": jnp.zeros((0, 2)), "y": jnp.zeros((0,), jnp.int32)}
     return dpgan.private_discriminator_grad(
-        _linear_d, {"w": jnp.ones((2,))}, x, jnp.zeros((4,), jnp.int32), jnp.ones((4,)),
-        jnp.ones((4,), bool), key, clip=clipping.ClippingSpec(clip_norm=c),
+        _linear_d, {"w": jnp.ones((2,))}, real, fake, key, clip=clipping.ClippingSpec(clip_norm=c),
         mechanism=mechanisms.GaussianSum(noise_multiplier=sigma, clip_norm=c,
                                          divisor=divisor))[0]["w"]
 

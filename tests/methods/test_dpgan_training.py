@@ -9,11 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dpgen_jax import methods
 from dpgen_jax import parallel, rng
 from dpgen_jax.data.dataset import DataSpec
 from dpgen_jax.methods import dpgan
 from dpgen_jax.training import loop
-from dpgen_jax.training.checkpoint import Checkpointer
+from dpgen_jax.checkpoints import Checkpointer
 from tests import helpers
 
 SPEC = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
@@ -23,7 +24,7 @@ def test_chunked_d_step_equals_one_pass():
   mesh = parallel.make_mesh()
   one = helpers.config("mnist_eps10", "smoke", **{"privacy.max_physical_bsz": 0})
   chunked = helpers.config("mnist_eps10", "smoke", **{"privacy.max_physical_bsz": 16})
-  a, b = dpgan.build(one, SPEC, mesh), dpgan.build(chunked, SPEC, mesh)
+  a, b = methods.build(one, SPEC, mesh), methods.build(chunked, SPEC, mesh)
   rows, microbatch = b._row_layout(40)
   assert microbatch is not None and rows % microbatch == 0 and rows >= 32 + 40
   state = a.init(rng.make_key(0))

@@ -8,7 +8,7 @@ import pytest
 from dpgen_jax import cli, errors
 from dpgen_jax.methods import gswgan
 from dpgen_jax.training import loop
-from dpgen_jax.training.checkpoint import Checkpointer
+from dpgen_jax.checkpoints import Checkpointer
 from tests import helpers
 
 
@@ -24,17 +24,19 @@ def mnist(monkeypatch):
 def test_smoke_pretrains_then_trains_and_writes_everything(tmp_path, mnist):
   workdir = str(tmp_path)
   summary = loop.train(_config("pretrain"), workdir)
-  assert summary["stage"] == "pretrain" and summary["pretrained"] == 4
-  pretrained = os.path.join(workdir, "pretrained")
-  chunks = sorted(f for f in os.listdir(pretrained) if f.startswith("chunk_"))
-  assert chunks == ["chunk_00000_00002", "chunk_00002_00004"]
-  assert {"meta.json", "partition.npy", "log.jsonl"} <= set(os.listdir(pretrained))
+  pretrained = os.path.join(workdir, "stages", "pretrain")
+  assert summary["stages"]["pretrain"]["items"] == 4 and set(summary) == {"stages"}
+  assert summary["stages"]["pretrain"]["directory"] == pretrained
+  chunks = sorted(f for f in os.listdir(pretrained) if f.startswith("items_"))
+  assert chunks == ["items_00000_00002", "items_00002_00004"]
+  assert {"meta.json", "log.jsonl"} <= set(os.listdir(pretrained))
   with open(os.path.join(pretrained, "log.jsonl")) as f:  # timing only: no critic losses
     assert all(set(json.loads(line)) == {"start", "end", "seconds"} for line in f)
   assert not os.path.exists(os.path.join(workdir, "privacy.json"))  # pretraining is free
 
   # 'both' on the same workdir: pretraining is found complete, main training runs.
   summary = loop.train(_config("both"), workdir)
+  assert summary["stages"]["pretrain"]["items"] == 4  # found, not recomputed
   assert summary["steps"] == 4 and 0 < summary["epsilon"] <= 10
   assert Checkpointer(workdir, read_only=True).all_steps() == [0, 2, 4]
   ledger = json.loads(open(os.path.join(workdir, "privacy.json")).read())
@@ -58,5 +60,5 @@ def test_pretrained_discriminators_of_another_recipe_are_refused(tmp_path, mnist
   with open(os.path.join(other, "meta.json"), "w") as f:
     json.dump({"num_discriminators": 8}, f)
   c = _config("main", **{"gswgan.pretrained_dir": other})
-  with pytest.raises(errors.ConfigError, match="pretrained with another recipe"):
+  with pytest.raises(errors.ConfigError, match="holds outputs of another recipe"):
     loop.train(c, str(tmp_path / "run"))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpgen_jax.privacy import clipping
+from dpgen_jax.privacy import clipping, sums
 
 
 def _model(seed=0, d_in=5, d_hidden=7):
@@ -31,7 +31,7 @@ def _batch(n, seed=1, d_in=5, scale=3.0):
 
 
 def _jitted_sum(spec, loss=_loss, **kwargs):
-  return jax.jit(lambda p, b, m: clipping.clipped_grad_sum(loss, p, b, m, spec, **kwargs))
+  return jax.jit(lambda p, b, m: sums.clipped_grad_sum(loss, p, b, m, spec, **kwargs))
 
 
 def _naive(params, batch, mask, bounds=None, clip_norm=1.0):
@@ -141,5 +141,5 @@ def test_has_aux_returns_per_example_aux_through_microbatches():
 def test_microbatch_size_must_divide_batch():
   params, batch = _model(), _batch(6)
   with pytest.raises(ValueError, match="multiple"):
-    clipping.clipped_grad_sum(_loss, params, batch, jnp.ones((6,), bool),
+    sums.clipped_grad_sum(_loss, params, batch, jnp.ones((6,), bool),
                               clipping.ClippingSpec(), microbatch_size=4)

@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 
 from dpgen_jax.models import dcgan
-from dpgen_jax.privacy import clipping, ghost
+from dpgen_jax.privacy import clipping, ghost, sums
 
 
 class MLP(nn.Module):
@@ -95,7 +95,7 @@ def _loss_of(model):
 
 
 def _run(loss, params, batch, mask, spec, strategy, **kwargs):
-  fn = jax.jit(lambda p, b, m: clipping.clipped_grad_sum(loss, p, b, m, spec,
+  fn = jax.jit(lambda p, b, m: sums.clipped_grad_sum(loss, p, b, m, spec,
                                                          strategy=strategy, **kwargs))
   return fn(params, batch, mask)
 
@@ -264,7 +264,7 @@ def test_parameters_used_outside_a_module_are_refused():
 
 
 def test_ghost_is_registered():
-  assert clipping.STRATEGIES["ghost"] is ghost.ghost_clipped_sum
+  assert sums.STRATEGIES["ghost"] is ghost.ghost_clipped_sum
 
 
 def _dot_precisions(jaxpr) -> list:

@@ -5,7 +5,8 @@ Each test builds a method from its smoke preset (on scikit-learn's digits, resiz
 by zeros (as for data whose clipped gradients are all zero) and records what they
 return, runs real `train_step`s, and compares the empirical standard deviation of the
 recorded noise with the value implied by the event the loop charges
-(`privacy.plan.step_event`, or the one-time event for CSL-GAN's mean samples):
+(the plan's `step_event`, or its one-time events: CSL-GAN's mean samples, the
+embedding releases):
 
     std = sigma_event * L2 sensitivity (by hand, per method) / divisor (by hand),
 
@@ -23,10 +24,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dpgen_jax import parallel, rng
+from dpgen_jax import methods, rng
 from dpgen_jax.data import load_dataset
-from dpgen_jax.methods import get_method
-from dpgen_jax.privacy import mechanisms, plan as privacy_plan, randomness
+from dpgen_jax.data.dataset import DataSpec
+from dpgen_jax.privacy import mechanisms, randomness
 from tests import helpers
 
 
@@ -71,21 +72,16 @@ def _assert_std(values: np.ndarray, want: float):
 
 
 def _run_steps(config, workdir, steps=2):
-  """Builds the method on digits, runs `steps` train steps; returns (module, config, n)."""
+  """Starts the method on digits as the loop does, runs `steps` train steps; returns
+  (plan, resolved config, n)."""
   config.data.name, config.data.image_size = "digits", 28
-  method_mod = get_method(config.method)
   dataset = load_dataset(config.data)
   n = dataset.spec.num_train
-  config, _ = privacy_plan.resolve(config, n, method_mod)
-  method = method_mod.build(config, dataset.spec, parallel.make_mesh())
-  root = randomness.SecretRoot.from_entropy()
-  method.setup(str(workdir), dataset, root)
-  state = method.init(rng.make_key(0))
+  method, state, root = helpers.started(config, dataset, workdir)
   keys = randomness.StepKeys(root)
-  q = method.sampling_rate()
   for t in range(steps):
-    batch = None  # GS-WGAN draws from its shards
-    if q is not None:
+    batch = None
+    if method.data_use == "poisson":
       r = np.random.default_rng(t)
       size = 96
       idx = r.choice(n, size=size, replace=False)
@@ -94,12 +90,12 @@ def _run_steps(config, workdir, steps=2):
                "mask": jnp.asarray(np.arange(size) < size - 7)}
     state, _ = method.train_step(state, batch, keys(t))
   jax.effects_barrier()
-  return method_mod, config, n
+  return method.plan, method.config, n
 
 
 def test_dpgan_noise_is_sigma_c_over_the_divisor(recorded, tmp_path):
-  module, c, n = _run_steps(helpers.config("mnist_eps10", "smoke"), tmp_path)
-  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  plan, c, n = _run_steps(helpers.config("mnist_eps10", "smoke"), tmp_path)
+  sigma = _gaussian_multiplier(plan.step_event)
   qn = n / math.ceil(n / c.train.batch_size)
   divisor = int(qn) + int(round(qn))  # upstream's int(qN) + round(qN)
   assert len(recorded) == 2
@@ -114,16 +110,16 @@ def test_dpcgan_noise_matches_the_charged_multiplier(recorded, tmp_path, per_exa
   cfg = helpers.config("dpcgan_mnist_eps10", "smoke")
   m = cfg.train.batch_size if per_example else cfg.train.batch_size // 4
   cfg.dpcgan.num_microbatches = m
-  module, c, n = _run_steps(cfg, tmp_path)
-  sigma_event = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  plan, c, n = _run_steps(cfg, tmp_path)
+  sigma_event = _gaussian_multiplier(plan.step_event)
   factor = 1.0 if per_example else 2.0
   assert sigma_event == pytest.approx(c.privacy.noise_multiplier / factor)
   _assert_std(np.concatenate(recorded), sigma_event * factor * c.privacy.clip_norm / m)
 
 
 def test_dp_sinkhorn_noise_is_two_c_sigma_per_pixel(recorded, tmp_path):
-  module, c, n = _run_steps(helpers.config("sinkhorn_mnist_m1", "smoke"), tmp_path)
-  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  plan, c, n = _run_steps(helpers.config("sinkhorn_mnist_m1", "smoke"), tmp_path)
+  sigma = _gaussian_multiplier(plan.step_event)
   _assert_std(np.concatenate(recorded), sigma * 2 * c.privacy.clip_norm)
 
 
@@ -135,12 +131,8 @@ def test_gswgan_noise_matches_the_sound_event_of_each_selection(recorded, select
   c = helpers.config("gswgan_mnist_eps10", "smoke", **{"gswgan.selection": selection,
                                                        "gswgan.gen_arch": "DCGAN"})
   c.data.name, c.data.image_size = "digits", 28
-  module = get_method("gswgan")
   n = 1437
-  c, _ = privacy_plan.resolve(c, n, module)
-  from dpgen_jax.data.dataset import DataSpec
-  method = module.build(c, DataSpec("digits", "image", (28, 28, 1), 10, n, 360),
-                        parallel.make_mesh())
+  method = methods.build(c, DataSpec("digits", "image", (28, 28, 1), 10, n, 360))
   k = int(c.gswgan.num_discriminators)
   r = np.random.default_rng(0)
   method._shards = {"x": jnp.asarray(r.integers(0, 256, (k, 12, 28, 28, 1), dtype=np.uint8)),
@@ -152,14 +144,15 @@ def test_gswgan_noise_matches_the_sound_event_of_each_selection(recorded, select
   for t in range(2):
     state, _ = method.train_step(state, None, keys(t))
   jax.effects_barrier()
-  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  sigma = _gaussian_multiplier(method.plan.step_event)
+  c = method.config
   rows = c.train.batch_size if selection == "per_step" else 1
   _assert_std(np.concatenate(recorded), sigma * 2 * c.privacy.clip_norm * math.sqrt(rows))
 
 
 def test_cslgan_gc_noise_is_sigma_c_over_b(recorded, tmp_path):
-  module, c, n = _run_steps(helpers.config("cslgan_mnist_gc", "smoke"), tmp_path)
-  sigma = _gaussian_multiplier(privacy_plan.step_event(c, n, module))
+  plan, c, n = _run_steps(helpers.config("cslgan_mnist_gc", "smoke"), tmp_path)
+  sigma = _gaussian_multiplier(plan.step_event)
   _assert_std(np.concatenate(recorded), sigma * c.privacy.clip_norm / c.train.batch_size)
 
 
@@ -168,8 +161,8 @@ def test_cslgan_mean_sample_noise_matches_its_one_time_event(recorded, tmp_path)
       "cslgan.num_mean_samples": 3, "cslgan.mean_sample_size": 20,
       "cslgan.mean_sample_noise_std": 0.3, "cslgan.conditional_arch": "CGAN",
       "cslgan.mean_sample_min_class_size": 100})
-  module, c, n = _run_steps(cfg, tmp_path, steps=0)
-  (event, count), = privacy_plan.fixed_events(c, n, module)
+  plan, c, n = _run_steps(cfg, tmp_path, steps=0)
+  (event, count), = plan.one_time
   assert count == 3 * 10 and len(recorded) == count
   sigma = _gaussian_multiplier(event)
   sensitivity = math.sqrt(28 * 28) / (2 * 20)  # one centred image, / size
@@ -184,7 +177,7 @@ def test_embedding_release_noise_matches_its_one_time_event(recorded, tmp_path, 
   """The mean of n features of norm <= 1: sensitivity 2/n (replace-one) or 1/n
   (add/remove-one); std per entry = sigma_event * sensitivity."""
   cfg = helpers.config(config_name, "smoke", **{"privacy.neighboring": neighboring})
-  module, c, n = _run_steps(cfg, tmp_path, steps=0)
-  (event, count), = privacy_plan.fixed_events(c, n, module)
+  plan, c, n = _run_steps(cfg, tmp_path, steps=0)
+  (event, count), = plan.one_time
   assert count == 1 and len(recorded) == 1
   _assert_std(recorded[0], _gaussian_multiplier(event) * factor / n)

@@ -19,11 +19,12 @@ import jax
 import numpy as np
 import pytest
 
+from dpgen_jax import methods
 from dpgen_jax import cli, errors, parallel, rng
 from dpgen_jax.data.dataset import DataSpec
 from dpgen_jax.methods import dpgan
-from dpgen_jax.training import loop
-from dpgen_jax.training.checkpoint import Checkpointer
+from dpgen_jax.training import loop, progress
+from dpgen_jax.checkpoints import Checkpointer
 from tests import helpers
 
 DIGITS = DataSpec("digits", "image", (28, 28, 1), 10, 1437, 360)
@@ -47,7 +48,7 @@ def _ledger(workdir):
 def _final_state(workdir):
   ck = Checkpointer(workdir, read_only=True)
   step = ck.latest_step()
-  method = dpgan.build(digits_config(), DIGITS, parallel.make_mesh())
+  method = methods.build(digits_config(), DIGITS, parallel.make_mesh())
   state, meta = ck.restore(step, jax.eval_shape(lambda: method.init(rng.make_key(0))))
   return state, meta
 
@@ -251,16 +252,16 @@ def test_private_metrics_only_with_the_switch_and_recorded(tmp_path, caplog):
   assert {"private/d_loss", "private/d_acc_real", "private/batch/real_size"} <= tags
   assert "d_loss" not in tags
   assert "NOT covered by epsilon" in _ledger(workdir)["private_diagnostics"]
-  progress = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
-  assert progress and all("private/d_loss" in line for line in progress)
+  lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+  assert lines and all("private/d_loss" in line for line in lines)
 
 
 def test_default_progress_line_shows_no_private_metric(tmp_path, caplog):
   with caplog.at_level("INFO", logger="dpgen_jax"):
     loop.train(digits_config(2, **{"train.log_every": 1}), str(tmp_path))
-  progress = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
-  assert progress
-  for line in progress:
+  lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+  assert lines
+  for line in lines:
     assert "eps " in line and "g_loss=" in line
     for private in ("d_loss", "d_acc_real", "d_clip_fraction", "real_size"):
       assert private not in line
@@ -298,13 +299,13 @@ def test_a_long_run_on_a_cpu_warns_with_its_estimate_and_the_cpu_preset(caplog):
   c = helpers.config("mnist_eps10")  # the paper preset
   assert c.config_file.endswith("configs/mnist_eps10.py") and c.preset == "paper"
   with caplog.at_level("INFO", logger="dpgen_jax"):
-    loop._warn_if_slow(c, steps_done=5, seconds=10.0, steps_total=450_000)  # 2 s per step
+    progress.warn_if_slow(c, steps_done=5, seconds=10.0, steps_total=450_000)  # 2 s per step
   text = caplog.text
   assert "Estimated wall time for the 450000 steps of this run: 250h00m" in text
   assert "configs/mnist_eps10.py:cpu instead" in text and "no GPU or TPU" in text
   caplog.clear()
   with caplog.at_level("INFO", logger="dpgen_jax"):
-    loop._warn_if_slow(c, steps_done=5, seconds=1.0, steps_total=1000)
+    progress.warn_if_slow(c, steps_done=5, seconds=1.0, steps_total=1000)
   assert "Estimated wall time" in caplog.text and "instead" not in caplog.text
 
 

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dpgen_jax.privacy import clipping, mechanisms
+from dpgen_jax import errors
+from dpgen_jax.privacy import clipping, discriminator, mechanisms
 
 PyTree = dict
 
@@ -133,33 +134,22 @@ def gradient_penalty(spec: LossSpec, d_apply, params, x_real, y_real, x_fake, ke
 
 # ----------------------------------------------------------------------------- gc mode
 
-def gc_clipped_sum(spec: LossSpec, d_apply, params, real, fake, clip: clipping.ClippingSpec,
-                   *, split: bool, strategy: str = "vmap"):
-  """S of the module docstring and the per-row unclipped norms.
+def gc_gradient(spec: LossSpec, d_apply, params, real, fake, noise_key,
+                clip: clipping.ClippingSpec, mechanism: mechanisms.GaussianSum, *, split: bool,
+                strategy: str = "vmap"):
+  """(S + N(0, (sigma C_tot)^2)) / B from privacy.discriminator, and the record norms.
 
   real: {'x', 'y', 'mask'} (padded Poisson batch); fake: {'x', 'y'} (split: any number
-  of rows, all kept; combined: as many rows as `real`, paired and masked with it).
+  of rows, each its own record; combined: as many rows as `real`, paired with it).
+  Returns (gradient, norms, record mask).
   """
-  if split:
-    nf = fake["x"].shape[0]
-    batch = {"x": jnp.concatenate([fake["x"], real["x"]]),
-             "y": jnp.concatenate([fake["y"], real["y"]]),
-             "t": jnp.concatenate([jnp.zeros((nf,), bool), jnp.ones_like(real["mask"])])}
-    mask = jnp.concatenate([jnp.ones((nf,), bool), real["mask"]])
+  def row_loss(p, x, y, is_real):
+    return d_row_losses(spec, d_apply, p, x[None], y[None], jnp.asarray(is_real)[None])[0]
 
-    def loss(p, ex):
-      return d_row_losses(spec, d_apply, p, ex["x"][None], ex["y"][None], ex["t"][None])[0]
-  else:
-    batch = {"xr": real["x"], "yr": real["y"], "xf": fake["x"], "yf": fake["y"]}
-    mask = real["mask"]
-
-    def loss(p, ex):
-      lr = d_row_losses(spec, d_apply, p, ex["xr"][None], ex["yr"][None], jnp.ones((1,), bool))
-      lf = d_row_losses(spec, d_apply, p, ex["xf"][None], ex["yf"][None], jnp.zeros((1,), bool))
-      return (lr + lf)[0]
-
-  total, norms, _ = clipping.clipped_grad_sum(loss, params, batch, mask, clip, strategy=strategy)
-  return total, norms, mask
+  grad, norms, present, _ = discriminator.real_fake_gradient(
+      row_loss, params, real, fake, noise_key, mechanism=mechanism, clip=clip,
+      grouping="rows" if split else "pairs", strategy=strategy)
+  return grad, norms, present
 
 
 def gc_mechanism(noise_multiplier: float, sensitivity, divisor: float) -> mechanisms.GaussianSum:
@@ -167,11 +157,6 @@ def gc_mechanism(noise_multiplier: float, sensitivity, divisor: float) -> mechan
   adaptive bound (from public data), the event is Gaussian(sigma) either way."""
   return mechanisms.GaussianSum(noise_multiplier=noise_multiplier, clip_norm=sensitivity,
                                 sensitivity_factor=1.0, divisor=divisor)
-
-
-def gc_privatize(total, key, *, noise_multiplier: float, sensitivity, divisor: float):
-  """`gc_mechanism(...)(total, key)`."""
-  return gc_mechanism(noise_multiplier, sensitivity, divisor)(total, key)
 
 
 def adaptive_bounds(spec: LossSpec, d_apply, params, pub_x, pub_y, fake_x, fake_y, *,
@@ -197,57 +182,6 @@ def adaptive_bounds(spec: LossSpec, d_apply, params, pub_x, pub_y, fake_x, fake_
     bounds = jax.tree.map(lambda s: scalar * s, stats)
     return bounds, None, scalar * total
   return None, scalar * total, scalar * total
-
-
-# ----------------------------------------------------------------------------- is mode
-
-def _safe_norm(x):
-  sq = jnp.sum(jnp.square(x))
-  pos = sq > 0
-  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
-
-
-def immediate_sensitivity(batch_loss, params, x, *, scaling: PyTree | None = None,
-                          per_param: bool = False):
-  """Immediate sensitivity of grad_params batch_loss(params, x) with respect to x.
-
-  g = grad_theta L(theta; X). Global: S(X) = ||concat_i(g_i / s_i)||, H = dS/dX,
-  IS = max_j ||H_j|| (one value). Per parameter: S_i = ||g_i||, H_i = dS_i/dX,
-  IS_i = ||H_i|| over the whole batch tensor (Frobenius, as upstream).
-  Returns (g, IS as a scalar or a params-shaped tree of scalars).
-  """
-  grad_fn = jax.grad(batch_loss)
-  g = grad_fn(params, x)
-  if per_param:
-    def s_vec(xx):
-      return jax.tree.map(_safe_norm, grad_fn(params, xx))
-    jac = jax.jacrev(s_vec)(x)
-    return g, jax.tree.map(lambda h: jnp.sqrt(jnp.sum(jnp.square(h))), jac)
-
-  def s_global(xx):
-    gg = grad_fn(params, xx)
-    if scaling is not None:
-      gg = jax.tree.map(lambda a, s: a / s, gg, scaling)
-    return _safe_norm(jnp.concatenate([a.ravel() for a in jax.tree.leaves(gg)]))
-
-  h = jax.grad(s_global)(x)
-  per_sample = jnp.sqrt(jnp.sum(jnp.square(h.reshape(h.shape[0], -1)), axis=-1))
-  return g, jnp.max(per_sample)
-
-
-def is_noise(g, sens, key, *, noise_multiplier: float, scaling: PyTree | None, skip: PyTree):
-  """g + N(0, (sigma * sens_i * s_i)^2) per leaf; no noise where sens_i = 0 or skipped."""
-  if not isinstance(sens, dict):
-    sens = jax.tree.map(lambda _: sens, g)
-  if scaling is None:
-    scaling = jax.tree.map(lambda _: 1.0, g)
-  std = jax.tree.map(lambda s, sc, sk: jnp.where(sk | (s == 0), 0.0, noise_multiplier * s * sc),
-                     sens, scaling, skip)
-  leaves, treedef = jax.tree.flatten(g)
-  keys = jax.random.split(key, len(leaves))
-  stds = treedef.flatten_up_to(std)
-  return jax.tree.unflatten(treedef, [a + s * jax.random.normal(k, a.shape, a.dtype)
-                                      for a, s, k in zip(leaves, stds, keys)])
 
 
 # ------------------------------------------------------------------------ mean samples
@@ -296,3 +230,35 @@ def make_mean_samples(train_x: np.ndarray, train_y: np.ndarray, *, num: int, siz
       images.append(0.5 + np.asarray(mean, np.float64))
       labels.append(k)
   return np.asarray(images, np.float32), np.asarray(labels, np.int32)
+
+
+# Per-class sizes of the standard MNIST training split (smallest: 5421, digit 5).
+MNIST_CLASS_SIZES = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+
+
+def min_class_size(config, num_examples: int) -> int | None:
+  """Smallest class size of the private set (for the conditional mean-sample rate)."""
+  if config.cslgan.get("mean_sample_min_class_size"):
+    return int(config.cslgan.mean_sample_min_class_size)
+  if config.data.name == "mnist" and num_examples == 60_000:
+    return min(MNIST_CLASS_SIZES)
+  return None
+
+
+def conditional(config) -> bool:
+  return config.cslgan.conditional_arch != "none"
+
+
+def mean_sample_rate(config, num_examples: int) -> float:
+  """The Poisson rate of every mean-sample release: size / N, or for a conditional model
+  size / (the smallest class size of the config or of the standard MNIST split), the
+  same for every class. It depends on the config only, never on the private labels."""
+  g = config.cslgan
+  smallest = min_class_size(config, num_examples) if conditional(config) else num_examples
+  errors.require(smallest is not None,
+                 "conditional mean samples need cslgan.mean_sample_min_class_size (the smallest "
+                 "class size of the training set) for their sampling rate.")
+  rate = g.mean_sample_size / smallest
+  errors.require(rate <= 1.0, f"cslgan.mean_sample_size = {g.mean_sample_size} exceeds the "
+                              f"smallest group size {smallest}.")
+  return float(rate)

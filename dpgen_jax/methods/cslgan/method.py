@@ -11,10 +11,10 @@ import optax
 
 from dpgen_jax import errors
 from dpgen_jax.log import get_logger
-from dpgen_jax.methods import base
-from dpgen_jax.methods import cslgan_dp as dp
+from dpgen_jax.methods import protocol
+from dpgen_jax.methods.cslgan import losses as dp
 from dpgen_jax.models import cslgan_nets as nets
-from dpgen_jax.privacy import clipping
+from dpgen_jax.privacy import clipping, immediate_sensitivity
 
 
 @flax.struct.dataclass
@@ -33,7 +33,7 @@ class CSLGANState:
   is_skip: dict  # per D leaf: no IS noise (per-parameter IS, zero sensitivity at step 0)
 
 
-class CSLGAN(base.Method):
+class CSLGAN(protocol.Method):
 
   # Under DP, D is private (gc: DP-SGD); the clip total comes from public data: post-
   # processing. The adversarial loss is public only when computed on public data or mean
@@ -41,8 +41,10 @@ class CSLGAN(base.Method):
   # private batch.
   public_metrics = frozenset({"g_loss", "g_steps", "d_clip_total"})
 
-  def __init__(self, config, spec, mesh, *, public_source, g_threshold):
-    super().__init__(config, spec, mesh)
+  supports_membership_audit = True
+
+  def __init__(self, plan, config, spec, mesh, *, public_source, g_threshold):
+    super().__init__(plan, config, spec, mesh)
     g, p = config.cslgan, config.privacy
     self.arch = g.conditional_arch
     self.k = spec.num_classes
@@ -57,9 +59,10 @@ class CSLGAN(base.Method):
         aux_scalar=float(g.aux_loss_scalar), fake_aux=bool(g.d_fake_aux_loss),
         aux_count=self.B / self.k, penalty=g.penalty,
         aux_penalty=bool(g.aux_penalty) and self.arch != "WCGAN")
-    self.private = bool(p.enabled)
+    self.private = plan.private
     self.mode = p.mode if self.private else "none"
     self.source = public_source
+    self.public_test_examples = int(g.public_set_size)
     if public_source in ("public", "mean_samples"):
       self.public_metrics = self.public_metrics | {"d_adv_loss"}
     self.g_threshold = float(g_threshold)
@@ -90,8 +93,10 @@ class CSLGAN(base.Method):
     self._scores = jax.jit(self._scores_impl, static_argnums=(3,))
 
   # --------------------------------------------------------------- plumbing
-  def sampling_rate(self):
-    return None if self.shuffle else self.B / self.spec.num_train
+  @property
+  def data_use(self) -> str:
+    # 'shuffle' (upstream's loader): the method draws its own shuffled batches.
+    return "prepared" if self.shuffle else "poisson"
 
   def released(self, state):
     return {"g_params": state.g_params}  # D (and the raw mean samples) stay private
@@ -109,7 +114,7 @@ class CSLGAN(base.Method):
   def _g_apply(self, params, z, y):
     return self.generator.apply({"params": params}, z, y)
 
-  def setup(self, workdir, dataset, secret):
+  def prepare(self, run, dataset, secret):
     g = self.config.cslgan
     self.secret = secret
     if g.public_set_size:
@@ -120,12 +125,11 @@ class CSLGAN(base.Method):
       # sizes): the release is then a Poisson-subsampled Gaussian whatever the data.
       # Membership and noise come from the secret root, so a resumed run recomputes
       # exactly the stored (released) mean samples.
-      from dpgen_jax.methods import cslgan
       self.means_host = dp.make_mean_samples(
           dataset.train_x, dataset.train_y, num=int(g.num_mean_samples),
           size=int(g.mean_sample_size), noise_std=float(g.mean_sample_noise_std),
           conditional=self.arch != "none", num_classes=self.k,
-          rate=cslgan.mean_sample_rate(self.config, len(dataset.train_y)),
+          rate=dp.mean_sample_rate(self.config, len(dataset.train_y)),
           rng=secret.numpy_generator("cslgan/mean_samples"),
           noise_key=secret.key("cslgan/mean_samples", self.config.train.prng_impl))
     if self.shuffle:
@@ -219,29 +223,29 @@ class CSLGAN(base.Method):
             scalar=float(p.adaptive_scalar), stat=p.adaptive_stat)
         clip = clipping.ClippingSpec(clip_norm=flat if flat is not None else 1.0,
                                      per_layer_bounds=bounds)
-      total, norms, row_mask = dp.gc_clipped_sum(
-          ls, self._d_apply, state.d_params, real, {"x": x_fake, "y": y_fake}, clip,
+      grad, norms, row_mask = dp.gc_gradient(
+          ls, self._d_apply, state.d_params, real, {"x": x_fake, "y": y_fake}, keys["noise"],
+          clip, dp.gc_mechanism(self.plan.noise_multiplier, c_tot, B),
           split=bool(p.grad_clip_split),
           # Adaptive (traced) bounds: the reference strategy; fixed bounds: as configured.
           strategy="vmap" if p.grad_clip_mode.startswith("adaptive") else p.clipping_strategy)
-      grad = dp.gc_privatize(total, keys["noise"], noise_multiplier=p.noise_multiplier,
-                             sensitivity=c_tot, divisor=B)
       grad = jax.tree.map(jnp.add, grad, jax.grad(penalty)(state.d_params))
       metrics["d_clip_total"] = jnp.asarray(c_tot, jnp.float32)
       metrics["d_grad_norm_mean"] = jnp.sum(jnp.where(row_mask, norms, 0.0)) / jnp.maximum(
           jnp.sum(row_mask), 1)
     else:  # 'is': approximate, not formally DP
-      g, sens = dp.immediate_sensitivity(batch_loss, state.d_params, real["x"],
-                                         scaling=self.is_scaling,
-                                         per_param=bool(p.imm_sens_per_param))
+      g, sens = immediate_sensitivity.immediate_sensitivity(
+          batch_loss, state.d_params, real["x"], scaling=self.is_scaling,
+          per_param=bool(p.imm_sens_per_param))
       if p.imm_sens_per_param:
         skip = jax.tree.map(lambda s, old: jnp.where(state.d_step == 0, s == 0, old),
                             sens, state.is_skip)
         metrics["is_sensitivity_max"] = jnp.max(jnp.stack(jax.tree.leaves(sens)))
       else:
         metrics["is_sensitivity"] = sens
-      grad = dp.is_noise(g, sens, keys["noise"], noise_multiplier=p.noise_multiplier,
-                         scaling=self.is_scaling, skip=skip)
+      grad = immediate_sensitivity.is_noise(g, sens, keys["noise"],
+                                            noise_multiplier=self.plan.noise_multiplier,
+                                            scaling=self.is_scaling, skip=skip)
     # The G gate and the logged adversarial loss: public data under DP.
     gate_x, gate_y = (pub_x, pub_y) if has_pub else (real["x"], real["y"])
     gate_mask = jnp.ones((gate_x.shape[0],), bool) if has_pub else mask

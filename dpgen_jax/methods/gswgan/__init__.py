@@ -56,12 +56,10 @@ import dp_accounting
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dpgen_jax import errors, parallel
-from dpgen_jax.methods import base
-from dpgen_jax.methods import gswgan_core as core
-from dpgen_jax.methods import gswgan_pretrain as pretrain
+from dpgen_jax.methods import protocol
+from dpgen_jax.methods.gswgan import core, pretrain
 from dpgen_jax.models import gswgan_nets
 from dpgen_jax.privacy import accounting
 
@@ -90,11 +88,11 @@ def step_event(noise_multiplier: float, num_discriminators: int, batch_size: int
   return dp_accounting.SampledWithoutReplacementDpEvent(k, 1, mech.event(units_per_record=b))
 
 
-def _events(config) -> tuple[dp_accounting.DpEvent, dp_accounting.DpEvent | None]:
+def _events(config, sigma: float) -> tuple[dp_accounting.DpEvent, dp_accounting.DpEvent | None]:
   """(the event charged and shown, a bound when the first is not one). Without a proven
   bound (the 'drawn' schedule) the bound is NonPrivateDpEvent: infinite epsilon."""
   g, p = config.gswgan, config.privacy
-  args = (p.noise_multiplier, g.num_discriminators, config.train.batch_size)
+  args = (sigma, g.num_discriminators, config.train.batch_size)
   sound = step_event(*args, selection=g.selection, clip_norm=p.clip_norm)
   if g.critic_schedule != "round_robin":
     return step_event(*args, selection="per_row", clip_norm=p.clip_norm), \
@@ -116,28 +114,27 @@ def upstream_caveat(config) -> str | None:
   return None
 
 
-def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
+def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:
+  """One generator iteration's event (and a bound when the shown accounting is not one)."""
   del num_examples  # the sampling is over discriminators, not examples
-  return _events(config)[0]
+  step, bound = _events(config, sigma)
+  caveat = (upstream_caveat(config) if config.privacy.enabled and
+            config.gswgan.accounting == "upstream" else None)
+  return protocol.PrivacyDeclaration(
+      step_event=step, bound_event=bound, sampling_rate=None, caveat=caveat,
+      fields=lambda: privacy_fields(config, sigma))
 
 
-def bound_dp_event(config, num_examples: int) -> dp_accounting.DpEvent | None:
-  """The sound event when `dp_event` is upstream's accounting of per_step selection."""
-  del num_examples
-  return _events(config)[1]
-
-
-def privacy_fields(config, num_examples: int) -> dict:
+def privacy_fields(config, sigma: float) -> dict:
   g, p = config.gswgan, config.privacy
   k, b = int(g.num_discriminators), int(config.train.batch_size)
-  n, used = core.num_shards_examples(num_examples, k)
-  sigma = p.noise_multiplier if p.enabled else None
+  sigma = sigma if p.enabled else None
   reported_per_row = g.accounting == "upstream" or g.selection == "per_row"
   fields = dict(
       sampling_rate=1.0 / k, noise_multiplier=sigma, clip_norm=p.clip_norm,
       sensitivity=2.0 * p.clip_norm,
       noise_std_per_pixel=2.0 * p.clip_norm * sigma if sigma else None,
-      num_discriminators=k, shard_size=n, examples_used=used, generator_batch_size=b,
+      num_discriminators=k, generator_batch_size=b,
       selection=g.selection, critic_schedule=g.critic_schedule,
       critics_trained_per_step=int(g.critics_per_step) if g.critic_schedule == "round_robin"
       else "the drawn ones", accounting=g.accounting,
@@ -149,8 +146,6 @@ def privacy_fields(config, num_examples: int) -> dict:
                    "one of the K discriminators (disjoint shards) drawn uniformly per step "
                    "for all B rows"),
       sampling_assumption="discriminator selection without replacement (1 of K), replace-one")
-  if p.enabled and g.accounting == "upstream" and upstream_caveat(config):
-    fields["epsilon_caveat"] = upstream_caveat(config)
   steps = config.train.num_steps
   if not p.enabled or not sigma or steps is None:
     return fields
@@ -197,7 +192,6 @@ def validate(config, spec) -> None:
           f"{g.critics_per_step}.")
   require(int(g.pretrain_iterations) >= 0,
           f"gswgan.pretrain_iterations must be >= 0, got {g.pretrain_iterations}.")
-  require(int(g.pretrain_log_every) >= 0, "gswgan.pretrain_log_every must be >= 0.")
   require(g.gp_weight >= 0 and g.drift_weight >= 0,
           "gswgan.gp_weight and gswgan.drift_weight must be >= 0.")
   require(g.g_lr > 0 and g.d_lr > 0, "gswgan.g_lr and gswgan.d_lr must be positive.")
@@ -230,16 +224,18 @@ class GSWGANState:
   step: jax.Array  # generator iterations taken
 
 
-class GSWGAN(base.Method):
-  """GS-WGAN as a `base.Method` (main training; pretraining runs in `setup`)."""
+class GSWGAN(protocol.Method):
+  """GS-WGAN as a `protocol.Method`: the warm start is the stage 'pretrain', main
+  training reads the critics' shards (data_use 'prepared')."""
 
   # The critics are trained without privacy: their losses and the clean image-gradient
   # norms are private, and which critic was chosen is the subsampling outcome itself
   # (never a metric). The generator update is a function of the sanitised rows.
   public_metrics = frozenset({"g_update_norm"})
+  data_use = "prepared"
 
-  def __init__(self, config, spec, mesh):
-    super().__init__(config, spec, mesh)
+  def __init__(self, plan, config, spec, mesh):
+    super().__init__(plan, config, spec, mesh)
     g = config.gswgan
     self.generator = gswgan_nets.make_generator(g.gen_arch, z_dim=g.z_dim, model_dim=g.model_dim,
                                                 num_classes=spec.num_classes)
@@ -248,9 +244,10 @@ class GSWGAN(base.Method):
     self.gan = core.Core(self.generator, self.discriminator, g,
                          batch_size=config.train.batch_size, num_classes=spec.num_classes)
     self.num_discriminators = int(g.num_discriminators)
-    self._pretrained = None  # {'params', 'sn'} stacked over K, from `setup`
+    self.stop_after_stages = g.stage == "pretrain"
+    self._pretrained = None  # {'params', 'sn'} stacked over K, from `prepare`
     self._shards = None
-    self._shard_key = None  # from the secret root, in `setup`
+    self._shard_key = None  # from the secret root, in `prepare`
     self.selection = g.selection
     self.schedule = g.critic_schedule
     self.critics_per_step = int(g.critics_per_step)
@@ -258,62 +255,55 @@ class GSWGAN(base.Method):
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
 
-  # ---- stages ----
+  # ---- the warm start and the data main training reads ----
 
-  def _shard_arrays(self, dataset, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, n, 28, 28, 1) images (uint8 when exactly 8-bit) and (K, n) labels."""
-    x = dataset.train_x[indices]
-    scaled = x * 255.0
-    if np.array_equal(scaled, np.round(scaled)):
-      x = np.round(scaled).astype(np.uint8)
-    return x, dataset.train_y[indices].astype(np.int32)
+  def _stage(self, dataset=None) -> pretrain.PretrainStage:
+    return pretrain.PretrainStage(self.gan, self.config, self.spec, self.mesh, dataset)
 
-  def setup(self, workdir: str, dataset, secret) -> dict | None:
-    """Runs or resumes pretraining (stage 'pretrain'/'both'), then loads the pretrained
-    discriminators and the shards for main training (UserError if they are missing).
-    The critics' batches within their shards during main training come from the secret
-    root."""
-    g = self.config.gswgan
+  def stages(self, run, dataset, secret):
+    """Pretraining (gswgan.stage 'pretrain' or 'both'); 'main' only loads it."""
+    return (self._stage(dataset),) if self.config.gswgan.stage in ("pretrain", "both") else ()
+
+  def prepare(self, run, dataset, secret) -> None:
+    """Loads the pretrained discriminators (UserError when they are missing) and the
+    shards; the critics' batches within their shards come from the secret root."""
+    stage = self._stage()
+    store = run.stage_store(stage)
+    errors.require(store.exists(),
+                   f"No pretrained discriminators in {store.directory}. Run pretraining first "
+                   f"(--config.gswgan.stage=pretrain or =both on this --workdir), or point "
+                   f"gswgan.pretrained_dir at a folder that holds them.")
+    self._pretrained = store.load(stage.num_items(), stage.item_structure())
     self._shard_key = secret.key("gswgan/shards", self.config.train.prng_impl)
-    store = pretrain.PretrainStore(pretrain.pretrained_dir(self.config, workdir),
-                                   pretrain.recipe(self.config, self.spec))
-    if g.stage in ("pretrain", "both"):
-      store.check_or_create(pretrain.partition(self.spec.num_train, self.num_discriminators,
-                                               int(g.partition_seed)))
-      pretrainer = pretrain.Pretrainer(self.gan, self.config, self.mesh,
-                                       *self._shard_arrays(dataset, store.partition()))
-      summary = pretrain.run_pretraining(
-          pretrainer, store, chunk_size=int(g.pretrain_chunk),
-          log_every=int(g.pretrain_log_every),
-          log_private=bool(self.config.train.log_private_metrics))
-      if g.stage == "pretrain":
-        return summary
-    one = jax.eval_shape(lambda: self.gan.init_discriminator(jax.random.key(0)))
-    self._pretrained = store.load({"params": one.params, "sn": one.sn})
-    x, y = self._shard_arrays(dataset, store.partition())
+    x, y = pretrain.shard_arrays(dataset, self.config, self.spec)
     replicated = parallel.replicated(self.mesh)
     self._shards = {"x": jax.device_put(x, replicated), "y": jax.device_put(y, replicated)}
-    return None
 
   # ---- state ----
 
   def init(self, rng_key: jax.Array) -> GSWGANState:
-    return jax.jit(self._init_impl)(rng_key, self._pretrained)
+    """Randomly initialised critics (the shapes); `start` puts the pretrained ones in."""
+    return jax.jit(self._init_impl)(rng_key)
 
-  def _init_impl(self, rng_key, pretrained):
+  def _init_impl(self, rng_key):
     kg, kd = jax.random.split(rng_key)
     gen = self.gan.init_generator(kg)
-    if pretrained is None:  # shapes for the eval job (which never calls `setup`)
-      nets = jax.vmap(self.gan.init_discriminator)(jax.random.split(kd, self.num_discriminators))
-      pretrained = {"params": nets.params, "sn": nets.sn}
-    # Fresh optimisers for main training, one Adam state (and step count) per critic.
-    opt = jax.vmap(self.gan.d_tx.init)(pretrained["params"])
-    discs = core.Discriminator(core.Net(pretrained["params"], pretrained["sn"], opt),
-                               jnp.zeros((self.num_discriminators,), jnp.int32))
+    nets = jax.vmap(self.gan.init_discriminator)(jax.random.split(kd, self.num_discriminators))
+    discs = core.Discriminator(nets, jnp.zeros((self.num_discriminators,), jnp.int32))
     # Distinct buffers for the EMA copy: the step donates the state.
     copy = lambda t: jax.tree.map(lambda a: a * jnp.ones_like(a), t)
     return GSWGANState(gen=gen, ema_params=copy(gen.params), ema_sn=copy(gen.sn), discs=discs,
                        step=jnp.zeros((), jnp.int32))
+
+  def start(self, state: GSWGANState) -> GSWGANState:
+    """Main training starts from the pretrained critics, with fresh optimisers (one Adam
+    state and step count per critic), as upstream."""
+    params, sn = self._pretrained["params"], self._pretrained["sn"]
+    opt = jax.jit(jax.vmap(self.gan.d_tx.init))(params)
+    discs = core.Discriminator(core.Net(jax.tree.map(jnp.asarray, params),
+                                        jax.tree.map(jnp.asarray, sn), opt),
+                               jnp.zeros((self.num_discriminators,), jnp.int32))
+    return state.replace(discs=discs)
 
   def released(self, state: GSWGANState) -> dict:
     return {"params": state.ema_params, "sn": state.ema_sn}
@@ -339,12 +329,12 @@ class GSWGAN(base.Method):
     return merged, core.tree_index(g_sns, n - 1), jax.tree.map(jnp.mean, metrics)
 
   def _step(self, state: GSWGANState, shards, shard_key, rngs):
-    g, p = self.config.gswgan, self.config.privacy
+    g, plan = self.config.gswgan, self.plan
     k_critic, k_gen = jax.random.split(rngs["model"])
     b, num = int(self.config.train.batch_size), self.num_discriminators
-    sanitize = dict(clip_norm=p.clip_norm,
-                    noise_multiplier=p.noise_multiplier if p.enabled else 0.0,
-                    private=bool(p.enabled))
+    sanitize = dict(clip_norm=plan.clip_norm,
+                    noise_multiplier=plan.noise_multiplier if plan.private else 0.0,
+                    private=plan.private)
     # The secret draws: one critic per row, or one for the step. They are part of the
     # mechanism, so they come from its key (the critics' own randomness from 'model').
     draws = jax.random.randint(jax.random.fold_in(rngs["noise"], 0x5E1EC7),
@@ -382,10 +372,10 @@ class GSWGAN(base.Method):
     return discs.replace(net=discs.net.replace(sn=new_sn))
 
   def train_step(self, state, batch, rngs):
-    del batch  # batches come from the selected discriminator's shard
+    del batch  # data_use 'prepared': the critics read their shards
     if self._shards is None:
-      raise errors.UserError("gswgan: setup() must load the pretrained discriminators and the "
-                             "shards before training.")
+      raise errors.UserError("gswgan: prepare() must load the pretrained discriminators and "
+                             "the shards before training.")
     return self._train_step(state, self._shards, self._shard_key, rngs)
 
   def _sample_impl(self, state, rng_key, labels):
@@ -398,5 +388,5 @@ class GSWGAN(base.Method):
     return self._sample(state, rng_key, labels)
 
 
-def build(config, spec, mesh) -> GSWGAN:
-  return GSWGAN(config, spec, mesh)
+DEFINITION = protocol.MethodDefinition(name="gswgan", validate=validate, privacy=declaration,
+                                       build=GSWGAN)

@@ -23,13 +23,14 @@ import dp_accounting
 
 from dpgen_jax import errors
 from dpgen_jax.data import registry
-from dpgen_jax.methods import cslgan_dp as dp
-from dpgen_jax.methods.cslgan_method import CSLGAN
+from dpgen_jax.methods import protocol
+from dpgen_jax.methods.cslgan import losses as dp
+from dpgen_jax.methods.cslgan.losses import mean_sample_rate
+from dpgen_jax.methods.cslgan.method import CSLGAN
 from dpgen_jax.models import cslgan_nets as nets
+from dpgen_jax.privacy import immediate_sensitivity
 
-IS_CAVEAT = "approximate, not formally DP"
-# Per-class sizes of the standard MNIST training split (smallest: 5421, digit 5).
-MNIST_CLASS_SIZES = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+IS_CAVEAT = immediate_sensitivity.CAVEAT
 MODES = ("gc", "is")
 CLIP_MODES = ("standard", "constant-pl", "adaptive", "adaptive-pl")
 
@@ -38,25 +39,20 @@ def sampling_rate(config, num_examples: int) -> float:
   return config.train.batch_size / num_examples
 
 
-def dp_event(config, num_examples: int) -> dp_accounting.DpEvent:
-  """One D step: PoissonSampled(B/N, Gaussian(sigma)) from the gc mechanism (for 'is':
-  nominal only). C_tot only scales the noise and the sensitivity alike."""
-  mech = dp.gc_mechanism(float(config.privacy.noise_multiplier), 1.0,
-                         float(config.train.batch_size))
-  return mech.poisson_event(sampling_rate(config, num_examples))
-
-
-def min_class_size(config, num_examples: int) -> int | None:
-  """Smallest class size of the private set (for the conditional mean-sample rate)."""
-  if config.cslgan.get("mean_sample_min_class_size"):
-    return int(config.cslgan.mean_sample_min_class_size)
-  if config.data.name == "mnist" and num_examples == 60_000:
-    return min(MNIST_CLASS_SIZES)
-  return None
-
-
-def _conditional(config) -> bool:
-  return config.cslgan.conditional_arch != "none"
+def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:
+  """One D step: PoissonSampled(B/N, Gaussian(sigma)) from the gc mechanism (C_tot scales
+  the noise and the sensitivity alike); for 'is' the nominal DP-SGD event, with the
+  caveat. The noised mean samples, if any, are a one-time release."""
+  q = sampling_rate(config, num_examples)
+  if config.privacy.mode == "is":
+    step = immediate_sensitivity.nominal_event(sigma, q)
+  else:
+    step = dp.gc_mechanism(float(sigma), 1.0, float(config.train.batch_size)).poisson_event(q)
+  one_time = tuple(fixed_events(config, num_examples))
+  return protocol.PrivacyDeclaration(
+      step_event=step, one_time=one_time, sampling_rate=q,
+      caveat=IS_CAVEAT if config.privacy.enabled and config.privacy.mode == "is" else None,
+      fields=lambda: privacy_fields(config, num_examples, sigma))
 
 
 def fixed_events(config, num_examples: int) -> list:
@@ -65,32 +61,17 @@ def fixed_events(config, num_examples: int) -> list:
   if not g.num_mean_samples:
     return []
   spec = registry.static_spec(config.data)
-  k = spec.num_classes if _conditional(config) else 1
+  k = spec.num_classes if dp.conditional(config) else 1
   one = dp.mean_sample_event(g.mean_sample_noise_std, g.mean_sample_size, spec.example_shape,
                             mean_sample_rate(config, num_examples), 1, 1).event
   return [(one, g.num_mean_samples * k)]
 
 
-def mean_sample_rate(config, num_examples: int) -> float:
-  """The Poisson rate of every mean-sample release: size / N, or for a conditional model
-  size / (the smallest class size of the config or of the standard MNIST split), the
-  same for every class. It depends on the config only, never on the private labels."""
-  g = config.cslgan
-  smallest = min_class_size(config, num_examples) if _conditional(config) else num_examples
-  errors.require(smallest is not None,
-                 "conditional mean samples need cslgan.mean_sample_min_class_size (the smallest "
-                 "class size of the training set) for their sampling rate.")
-  rate = g.mean_sample_size / smallest
-  errors.require(rate <= 1.0, f"cslgan.mean_sample_size = {g.mean_sample_size} exceeds the "
-                              f"smallest group size {smallest}.")
-  return float(rate)
-
-
-def privacy_fields(config, num_examples: int) -> dict:
+def privacy_fields(config, num_examples: int, sigma: float) -> dict:
   p, g = config.privacy, config.cslgan
   fields = dict(
       sampling_rate=sampling_rate(config, num_examples),
-      noise_multiplier=p.noise_multiplier if p.enabled else None,
+      noise_multiplier=sigma if p.enabled else None,
       clip_norm=p.clip_norm if p.mode == "gc" else None,
       privacy_mode=p.mode if p.enabled else "none",
       grad_clip_mode=p.grad_clip_mode if p.mode == "gc" else None,
@@ -111,7 +92,6 @@ def privacy_fields(config, num_examples: int) -> dict:
   if p.enabled and p.mode == "is":
     fields["mechanism"] = ("immediate sensitivity (data-dependent noise scale, no clipping): "
                            "NOT formally DP; epsilon is the nominal DP-SGD value")
-    fields["epsilon_caveat"] = IS_CAVEAT
   if p.enabled and g.num_mean_samples:
     (event, count), = fixed_events(config, num_examples)
     fields["mean_samples"] = dict(
@@ -134,7 +114,7 @@ def validate(config, spec) -> None:
   req(p.mode in MODES, f"privacy.mode must be one of {MODES}, got {p.mode!r}.")
   req(g.conditional_arch in nets.ARCHS,
       f"cslgan.conditional_arch must be one of {nets.ARCHS}, got {g.conditional_arch!r}.")
-  req(g.model in ("vanilla", "resnet"), f"cslgan.model must be 'vanilla' or 'resnet'.")
+  req(g.model in ("vanilla", "resnet"), "cslgan.model must be 'vanilla' or 'resnet'.")
   req(g.loss in ("bce", "wgan"), f"cslgan.loss must be 'bce' or 'wgan', got {g.loss!r}.")
   req(g.aux_loss_type in ("cross_entropy", "wasserstein"),
       "cslgan.aux_loss_type must be 'cross_entropy' or 'wasserstein'.")
@@ -214,7 +194,11 @@ def threshold(config) -> float:
   return -1.0 if (g.model == "resnet" and config.privacy.enabled) else 1e10
 
 
-def build(config, spec, mesh) -> CSLGAN:
-  return CSLGAN(config, spec, mesh, public_source=public_source(config),
+def build(plan, config, spec, mesh) -> CSLGAN:
+  return CSLGAN(plan, config, spec, mesh, public_source=public_source(config),
                 g_threshold=threshold(config))
+
+
+DEFINITION = protocol.MethodDefinition(name="cslgan", validate=validate, privacy=declaration,
+                                       build=build)
 
