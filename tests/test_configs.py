@@ -1,8 +1,5 @@
 """Every config file: presets load, and --mode=privacy gives the upstream epsilon."""
 
-import glob
-import os
-
 import pytest
 
 from dpgen_jax import errors
@@ -11,8 +8,7 @@ from dpgen_jax.methods import get_method
 from dpgen_jax.privacy import plan
 from tests import helpers
 
-CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
-                 for p in glob.glob(os.path.join(helpers.ROOT, "configs", "*.py")))
+CONFIGS = helpers.config_names()
 
 # dpgan.md §3.2 / REFERENCE.md b.3 (Opacus 1.1.3 analysis).
 UPSTREAM_EPSILON = {

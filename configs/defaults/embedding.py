@@ -8,7 +8,7 @@ library's targets (they differ where stated), `smoke` a few seconds for tests.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
 # Upstream's squared RFF length scales (ParkLabML/DP-MERF code_balanced: --rff-sigma).
