@@ -7,7 +7,7 @@ CPU), smoke (seconds, for tests). Spec: docs/methods/dp_merf.md.
 
 from configs.defaults import embedding
 
-CPU = {}
+CPU = embedding.MERF_CPU
 
 
 def get_config(preset: str | None = None):

@@ -84,6 +84,21 @@ def ntk_config(dataset: str, epsilon: float) -> ml_collections.ConfigDict:
   return c
 
 
+# DP-MERF's cpu preset, shared by its four configs: chosen by a sweep on MNIST at
+# epsilon 1 (experiments/sweeps/merf_mnist_eps1_round2.json; tuned on the private data
+# itself, outside the budget, as the published settings were) and carried unchanged to
+# epsilon 10 and Fashion-MNIST. A narrower kernel (squared length scale 50 instead of
+# upstream's 105 / 127) and 1,500 steps at batch 500 instead of 3,000 at batch 100:
+# 91-92 % acc_cnn (quick protocol) against 82 % for the paper settings
+# (docs/results.md).
+MERF_CPU = {
+    "dp_merf.rff_sigma2": 50.0,
+    "train.batch_size": 500,
+    "train.num_steps": 1_500,
+    "dp_merf.lr_decay_every": 300,
+}
+
+
 def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   g = c[c.method]
   g.fc_dim = 16
