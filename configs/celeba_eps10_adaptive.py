@@ -10,7 +10,7 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dpgan_config
+from configs.defaults import dpgan
 
 # The cpu preset: fewer D steps with sigma re-calibrated to the same budget
 # (privacy.target_epsilon = 10), a narrower D (d = 32), bsz 128 instead of 512 and
@@ -32,4 +32,8 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dpgan_config.get("celeba_eps10_adaptive", preset, CPU)
+  paper = dpgan.paper_config(
+      "celeb_a", batch_size=2048, num_steps=385_000, d_steps_per_g_step=1,
+      noise_multiplier=4.0, delta=1e-06, target_epsilon=10.0, adaptive=True, ds_threshold=0.6,
+      checkpoint_every=35_000)
+  return dpgan.get(paper, preset, "configs/celeba_eps10_adaptive.py", CPU)

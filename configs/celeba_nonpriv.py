@@ -8,7 +8,7 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dpgan_config
+from configs.defaults import dpgan
 
 # The cpu preset: fewer steps and a narrower D (no privacy to re-calibrate).
 # Cost, from the measured mnist_eps10 cpu run (3,000 D + 600 G steps in 29.8 min on
@@ -26,4 +26,7 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dpgan_config.get("celeba_nonpriv", preset, CPU)
+  paper = dpgan.paper_config(
+      "celeb_a", batch_size=128, num_steps=45_000, d_steps_per_g_step=1, noise_multiplier=None,
+      checkpoint_every=5000)
+  return dpgan.get(paper, preset, "configs/celeba_nonpriv.py", CPU)

@@ -13,7 +13,7 @@ Presets: paper (above; epsilon 6.73 incl. the mean samples), cpu (channel widths
 smoke (tests; needs data: CelebA is not on this machine).
 """
 
-from dpgen_jax.methods import cslgan_config
+from configs.defaults import cslgan
 
 CPU = {
     "data.num_train_subset": 20_000,
@@ -27,5 +27,5 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return cslgan_config.with_preset(cslgan_config.celeba_config(64), preset,
+  return cslgan.with_preset(cslgan.celeba_config(64), preset,
                                    "cslgan_celeba_gc", CPU)

@@ -15,12 +15,12 @@ noised mean samples: --config.cslgan.num_mean_samples=20 --config.privacy.grad_c
 (their cost is added to the ledger).
 """
 
-from dpgen_jax.methods import cslgan_config
+from configs.defaults import cslgan
 
-CPU = cslgan_config.MNIST_CPU
+CPU = cslgan.MNIST_CPU
 
 
 def get_config(preset: str | None = None):
-  c = cslgan_config.mnist_config()
+  c = cslgan.mnist_config()
   c.cslgan.conditional_arch = "ACGAN"
-  return cslgan_config.with_preset(c, preset, "cslgan_mnist_acgan_gc", CPU)
+  return cslgan.with_preset(c, preset, "cslgan_mnist_acgan_gc", CPU)

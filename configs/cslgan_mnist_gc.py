@@ -12,10 +12,10 @@ Presets:
 Non-private variant: --config.privacy.enabled=False.
 """
 
-from dpgen_jax.methods import cslgan_config
+from configs.defaults import cslgan
 
-CPU = cslgan_config.MNIST_CPU
+CPU = cslgan.MNIST_CPU
 
 
 def get_config(preset: str | None = None):
-  return cslgan_config.with_preset(cslgan_config.mnist_config(), preset, "cslgan_mnist_gc", CPU)
+  return cslgan.with_preset(cslgan.mnist_config(), preset, "cslgan_mnist_gc", CPU)

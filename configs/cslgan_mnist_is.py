@@ -8,12 +8,12 @@ Presets: paper (MNIST defaults, sigma 5, global IS, 100 epochs), cpu (first 1,00
 images, 3,000 steps, sigma calibrated to a nominal epsilon of 10), smoke (tests). Per-parameter IS: --config.privacy.imm_sens_per_param=True.
 """
 
-from dpgen_jax.methods import cslgan_config
+from configs.defaults import cslgan
 
-CPU = cslgan_config.MNIST_CPU
+CPU = cslgan.MNIST_CPU
 
 
 def get_config(preset: str | None = None):
-  c = cslgan_config.mnist_config()
+  c = cslgan.mnist_config()
   c.privacy.mode = "is"
-  return cslgan_config.with_preset(c, preset, "cslgan_mnist_is", CPU)
+  return cslgan.with_preset(c, preset, "cslgan_mnist_is", CPU)

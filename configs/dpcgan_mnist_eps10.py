@@ -23,7 +23,7 @@ report averages 3 GAN trainings: run train.seed = 0, 1, 2 in three workdirs, eva
 each, then `python experiments/average_runs.py RUN0 RUN1 RUN2`.
 """
 
-from dpgen_jax.methods import dpcgan_config
+from configs.defaults import dpcgan
 
 # The cpu preset: the paper configuration with ghost clipping (per-example norms from
 # layer inputs and output gradients instead of 1,200 materialised per-example
@@ -36,4 +36,7 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dpcgan_config.get("dpcgan_mnist_eps10", preset, CPU)
+  paper = dpcgan.paper_config(
+      "mnist", batch_size=600, num_steps=24_900, num_microbatches=600, target_epsilon=8.81,
+      upstream_epsilon=9.643695567594444)
+  return dpcgan.get(paper, preset, "configs/dpcgan_mnist_eps10.py", CPU)

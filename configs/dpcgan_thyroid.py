@@ -21,10 +21,13 @@ probability AUROC and subset accuracy); auroc_lr / auroc_mlp as on MNIST. The
 synthetic table is exported as CSV and npz (eval.export_csv).
 """
 
-from dpgen_jax.methods import dpcgan_config
+from configs.defaults import dpcgan
 
 CPU = {}
 
 
 def get_config(preset: str | None = None):
-  return dpcgan_config.get("dpcgan_thyroid", preset, CPU)
+  paper = dpcgan.paper_config(
+      "thyroid", batch_size=32, num_steps=5894, num_microbatches=32, target_epsilon=3.24,
+      upstream_epsilon=3.718745314966683)
+  return dpcgan.get(paper, preset, "configs/dpcgan_thyroid.py", CPU)

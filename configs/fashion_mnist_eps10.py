@@ -9,7 +9,7 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dpgan_config
+from configs.defaults import dpgan
 
 # The cpu preset: fewer D steps with sigma re-calibrated to the same budget
 # (privacy.target_epsilon = 10), a narrower D (d = 32) and n_D = 5 so that G takes
@@ -29,4 +29,7 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dpgan_config.get("fashion_mnist_eps10", preset, CPU)
+  paper = dpgan.paper_config(
+      "fashion_mnist", batch_size=128, num_steps=450_000, d_steps_per_g_step=100,
+      noise_multiplier=1.0, delta=1e-05, target_epsilon=10.0, checkpoint_every=50_000)
+  return dpgan.get(paper, preset, "configs/fashion_mnist_eps10.py", CPU)

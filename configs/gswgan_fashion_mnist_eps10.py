@@ -21,15 +21,15 @@ Presets:
          2..500, replace-one); upstream reports 9.9926, the same RDP curve with the
          classic conversion.
   cpu    about 30 minutes on a 2-core CPU, pretraining included; see
-         gswgan_config.CPU_PRESET.
+         gswgan.CPU_PRESET.
   smoke  seconds, for tests.
 """
 
-from dpgen_jax.methods import gswgan_config
+from configs.defaults import gswgan
 
-# The cpu preset: gswgan_config.CPU_PRESET (shared by the MNIST and Fashion-MNIST configs).
-CPU = gswgan_config.CPU_PRESET
+# The cpu preset: gswgan.CPU_PRESET (shared by the MNIST and Fashion-MNIST configs).
+CPU = gswgan.CPU_PRESET
 
 
 def get_config(preset: str | None = None):
-  return gswgan_config.get("fashion_mnist", preset, CPU)
+  return gswgan.get("fashion_mnist", preset, CPU)

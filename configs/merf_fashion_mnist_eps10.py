@@ -5,10 +5,10 @@ Presets: paper (the published settings), cpu (this library's choice for the CPU,
 CPU), smoke (seconds, for tests). Spec: docs/methods/dp_merf.md.
 """
 
-from dpgen_jax.methods import embedding_config
+from configs.defaults import embedding
 
-CPU = {}
+CPU = embedding.MERF_CPU
 
 
 def get_config(preset: str | None = None):
-  return embedding_config.get("dp_merf", "fashion_mnist", 10, preset, CPU)
+  return embedding.get("dp_merf", "fashion_mnist", 10, preset, CPU)

@@ -8,7 +8,7 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dpgan_config
+from configs.defaults import dpgan
 
 # The cpu preset: fewer D steps with sigma re-calibrated to the same budget
 # (privacy.target_epsilon = 1), a narrower D (d = 32) and n_D = 5 so that G takes
@@ -28,4 +28,7 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dpgan_config.get("mnist_eps1", preset, CPU)
+  paper = dpgan.paper_config(
+      "mnist", batch_size=128, num_steps=325_000, d_steps_per_g_step=200, noise_multiplier=5.0,
+      delta=1e-05, target_epsilon=1.0, checkpoint_every=25_000)
+  return dpgan.get(paper, preset, "configs/mnist_eps1.py", CPU)

@@ -10,7 +10,7 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dpgan_config
+from configs.defaults import dpgan
 
 # The cpu preset: fewer D steps, so sigma is re-calibrated from target_epsilon = 10
 # (3,000 steps at q = 1/469 -> sigma 0.462, epsilon 9.998 RDP / 8.31 PLD), n_D = 5 and a
@@ -30,4 +30,7 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dpgan_config.get("mnist_eps10", preset, CPU)
+  paper = dpgan.paper_config(
+      "mnist", batch_size=128, num_steps=450_000, d_steps_per_g_step=50, noise_multiplier=1.0,
+      delta=1e-05, target_epsilon=10.0, checkpoint_every=50_000)
+  return dpgan.get(paper, preset, "configs/mnist_eps10.py", CPU)

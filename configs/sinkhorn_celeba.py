@@ -19,7 +19,7 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dp_sinkhorn_config
+from configs.defaults import dp_sinkhorn
 
 # The cpu preset (never run here: no CelebA): fewer steps with sigma re-calibrated to
 # the same budget, G_ch 16 instead of 64 (1/16 of the convolution FLOPs), learning rate
@@ -37,4 +37,7 @@ CPU = {
 
 
 def get_config(preset: str | None = None):
-  return dp_sinkhorn_config.get("sinkhorn_celeba", preset, CPU)
+  paper = dp_sinkhorn.paper_config(
+      "celeb_a", split="train", batch_size=200, noise_multiplier=0.8, clip_norm=0.1,
+      delta=1e-06, num_steps=464_223, mixture_fraction=None)
+  return dp_sinkhorn.get(paper, preset, "configs/sinkhorn_celeba.py", CPU)

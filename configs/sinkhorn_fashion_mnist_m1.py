@@ -12,11 +12,14 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dp_sinkhorn_config
+from configs.defaults import dp_sinkhorn
 
-# The cpu preset: as for MNIST (dp_sinkhorn_config.CPU_MNIST).
-CPU = dp_sinkhorn_config.CPU_MNIST
+# The cpu preset: as for MNIST (dp_sinkhorn.CPU_MNIST).
+CPU = dp_sinkhorn.CPU_MNIST
 
 
 def get_config(preset: str | None = None):
-  return dp_sinkhorn_config.get("sinkhorn_fashion_mnist_m1", preset, CPU)
+  paper = dp_sinkhorn.paper_config(
+      "fashion_mnist", batch_size=50, noise_multiplier=0.9, clip_norm=0.5, delta=1e-05,
+      num_steps=1_812_000, mixture_fraction=1.0)
+  return dp_sinkhorn.get(paper, preset, "configs/sinkhorn_fashion_mnist_m1.py", CPU)

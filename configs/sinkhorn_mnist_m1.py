@@ -15,13 +15,16 @@ Presets:
   smoke  a few seconds, for tests.
 """
 
-from dpgen_jax.methods import dp_sinkhorn_config
+from configs.defaults import dp_sinkhorn
 
-# The cpu preset (dp_sinkhorn_config.CPU_MNIST): far fewer steps, sigma re-calibrated
+# The cpu preset (dp_sinkhorn.CPU_MNIST): far fewer steps, sigma re-calibrated
 # so that they spend the same budget (epsilon <= 10), a narrower generator and a larger
 # learning rate so that a few thousand steps can move it.
-CPU = dp_sinkhorn_config.CPU_MNIST
+CPU = dp_sinkhorn.CPU_MNIST
 
 
 def get_config(preset: str | None = None):
-  return dp_sinkhorn_config.get("sinkhorn_mnist_m1", preset, CPU)
+  paper = dp_sinkhorn.paper_config(
+      "mnist", batch_size=50, noise_multiplier=1.1, clip_norm=0.5, delta=1e-05,
+      num_steps=3_446_400, mixture_fraction=1.0)
+  return dp_sinkhorn.get(paper, preset, "configs/sinkhorn_mnist_m1.py", CPU)

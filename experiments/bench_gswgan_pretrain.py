@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from dpgen_jax import parallel  # noqa: E402
-from dpgen_jax.config_base import load_config_file  # noqa: E402
+from dpgen_jax.config_file import load_config_file  # noqa: E402
 from dpgen_jax.data.dataset import DataSpec  # noqa: E402
 from dpgen_jax import methods  # noqa: E402
 from dpgen_jax.methods.gswgan import pretrain as gswgan_pretrain  # noqa: E402

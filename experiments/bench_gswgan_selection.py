@@ -29,7 +29,7 @@ def build(preset: str, selection: str, schedule: str, chunk: int):
   import jax.numpy as jnp
   import numpy as np
   from dpgen_jax import parallel, rng
-  from dpgen_jax.config_base import load_config_file
+  from dpgen_jax.config_file import load_config_file
   from dpgen_jax.data.dataset import DataSpec
   from dpgen_jax import methods
   from dpgen_jax.privacy import randomness

@@ -57,7 +57,7 @@ def run_name(name: str, method: str) -> str:
 def discover(configs_dir: str, all_dpgan: bool = False) -> list[dict]:
   """Configs with a `cpu` preset: [{name, path, method, dataset, run, config}]."""
   from dpgen_jax import errors
-  from dpgen_jax.config_base import load_config_file
+  from dpgen_jax.config_file import load_config_file
   found = []
   for path in sorted(glob.glob(os.path.join(configs_dir, "*.py"))):
     name = os.path.splitext(os.path.basename(path))[0]

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from dpgen_jax.config_base import load_config_file
+from dpgen_jax.config_file import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -19,6 +19,19 @@ def config(name: str, preset: str | None = None, **overrides):
     section, key = dotted.split("__") if "__" in dotted else dotted.split(".")
     c[section][key] = value
   return c
+
+
+def config_names() -> list[str]:
+  """Every run configuration in configs/ (configs/defaults/ and __init__ excluded)."""
+  import glob
+  return sorted(os.path.splitext(os.path.basename(p))[0]
+                for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                if not os.path.basename(p).startswith("_"))
+
+
+def configs_of(method: str) -> list[str]:
+  """The config files whose method is `method`."""
+  return [n for n in config_names() if config(n).method == method]
 
 
 def mnist_dir() -> str:

@@ -1,16 +1,12 @@
 """Every config file: presets load, and --mode=privacy gives the upstream epsilon."""
 
-import glob
-import os
-
 import pytest
 
 from dpgen_jax import errors, planning
 from dpgen_jax.data import registry
 from tests import helpers
 
-CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
-                 for p in glob.glob(os.path.join(helpers.ROOT, "configs", "*.py")))
+CONFIGS = helpers.config_names()
 
 # dpgan.md §3.2 / REFERENCE.md b.3 (Opacus 1.1.3 analysis).
 UPSTREAM_EPSILON = {

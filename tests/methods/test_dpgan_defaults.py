@@ -3,11 +3,10 @@
 import pytest
 
 from dpgen_jax import errors
-from dpgen_jax.methods import dpgan_config
 from tests import helpers
 
 
-@pytest.mark.parametrize("name", sorted(dpgan_config.UPSTREAM))
+@pytest.mark.parametrize("name", helpers.configs_of("dpgan"))
 def test_every_dpgan_config_defaults_to_ghost_clipping(name):
   for preset in ("paper", "cpu", "smoke"):
     assert helpers.config(name, preset).privacy.clipping_strategy == "ghost"

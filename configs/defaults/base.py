@@ -1,7 +1,8 @@
-"""The configuration every method shares (DESIGN.md, "Shared conventions").
+"""The configuration every method shares, and the presets machinery.
 
-Each file in configs/ starts from `base_config()` and fills in its method's
-sections. `train.num_steps` always counts the steps the accountant composes.
+Each file in configs/ starts from `base_config()` (through its method's module in
+configs/defaults/) and fills in its method's sections. `train.num_steps` always counts
+the steps the accountant composes.
 """
 
 import ml_collections
@@ -138,18 +139,3 @@ def apply_preset(preset: str | None, config_name: str, paper: ml_collections.Con
       section, key = dotted.split(".")
       paper[section][key] = value
   return paper
-
-
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Loads 'path/to/config.py[:preset]' as main.py's --config flag does."""
-  import importlib.util
-  import os
-
-  from dpgen_jax import errors
-  path, _, preset = spec.partition(":")
-  if not os.path.isfile(path):
-    raise errors.ConfigError(f"config file {path} does not exist.")
-  module_spec = importlib.util.spec_from_file_location("_dpgen_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(preset) if preset else module.get_config()

@@ -5,7 +5,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
 

@@ -8,7 +8,7 @@ library's targets (they differ where stated), `smoke` a few seconds for tests.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
 # Upstream's squared RFF length scales (ParkLabML/DP-MERF code_balanced: --rff-sigma).
@@ -82,6 +82,21 @@ def ntk_config(dataset: str, epsilon: float) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.sample_every = 500
   return c
+
+
+# DP-MERF's cpu preset, shared by its four configs: chosen by a sweep on MNIST at
+# epsilon 1 (experiments/sweeps/merf_mnist_eps1_round2.json; tuned on the private data
+# itself, outside the budget, as the published settings were) and carried unchanged to
+# epsilon 10 and Fashion-MNIST. A narrower kernel (squared length scale 50 instead of
+# upstream's 105 / 127) and 1,500 steps at batch 500 instead of 3,000 at batch 100:
+# 91-92 % acc_cnn (quick protocol) against 82 % for the paper settings
+# (docs/results.md).
+MERF_CPU = {
+    "dp_merf.rff_sigma2": 50.0,
+    "train.batch_size": 500,
+    "train.num_steps": 1_500,
+    "dp_merf.lr_decay_every": 300,
+}
 
 
 def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -6,7 +6,7 @@ Light on purpose (no JAX import): config files import it at flag-parsing time.
 import ml_collections
 from ml_collections import config_dict
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 CELEBA_PER_LAYER = (1000.0, 200.0, 1000.0, 100.0, 1000.0, 100.0, 1000.0, 5.0, 2500.0)
 CELEBA_IS_SCALING = (20.0, 2.0, 15.0, 1.5, 10.0, 1.5, 10.0, 1.0, 30.0)

@@ -13,23 +13,15 @@ dp-accounting allows within it.
 import ml_collections
 from ml_collections import config_dict
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
-
-# name: (dataset, split, B, sigma, C, delta, steps, mixture m); dp_sinkhorn.md §4 / b.6.
-UPSTREAM = {
-    "sinkhorn_mnist_m1": ("mnist", "", 50, 1.1, 0.5, 1e-5, 3_446_400, 1.0),
-    "sinkhorn_mnist_m3": ("mnist", "", 50, 1.1, 0.5, 1e-5, 3_446_400, 3.0),
-    "sinkhorn_fashion_mnist_m1": ("fashion_mnist", "", 50, 0.9, 0.5, 1e-5, 1_812_000, 1.0),
-    "sinkhorn_fashion_mnist_m3": ("fashion_mnist", "", 50, 0.9, 0.5, 1e-5, 1_812_000, 3.0),
-    "sinkhorn_celeba": ("celeb_a", "train", 200, 0.8, 0.1, 1e-6, 464_223, None),
-}
-# Upstream's epochs (b.6): steps = epochs * floor(N / B).
-UPSTREAM_EPOCHS = {"mnist": 2872, "fashion_mnist": 1510, "celeb_a": 571}
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 
-def paper_config(name: str) -> ml_collections.ConfigDict:
-  """The upstream command `name` (a key of UPSTREAM), with its derived run length."""
-  dataset, split, bsz, sigma, clip, delta, steps, mixture = UPSTREAM[name]
+
+def paper_config(dataset: str, *, split: str = "", batch_size: int, noise_multiplier: float, clip_norm: float,
+                 delta: float, num_steps: int, mixture_fraction: float | None) -> ml_collections.ConfigDict:
+  """One upstream command (dp_sinkhorn.md §4), its values given by the config file;
+  mixture_fraction None: the squared-L2 cost (CelebA)."""
+  dataset, split, bsz, sigma, clip, delta, steps, mixture = dataset, split, batch_size, noise_multiplier, clip_norm, delta, num_steps, mixture_fraction
   celeba = dataset == "celeb_a"
   c = base_config()
   c.method = "dp_sinkhorn"
@@ -91,9 +83,10 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return smoke_eval(c, num_samples=300, batch_size=100)
 
 
-def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
-  """Builds `name` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  return apply_preset(preset, f"configs/{name}.py", paper_config(name), smoke_config, cpu)
+def get(paper: ml_collections.ConfigDict, preset: str | None, config_file: str,
+        cpu: dict) -> ml_collections.ConfigDict:
+  """`paper` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
+  return apply_preset(preset, config_file, paper, smoke_config, cpu)
 
 
 # The cpu preset of the MNIST and Fashion-MNIST configs: at most 30 minutes on a 2-core

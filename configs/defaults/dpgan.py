@@ -1,35 +1,22 @@
-"""Configurations of dpgan-revisit's 13 experiment files (dpgan.md §4), and presets.
+"""DP-GAN's defaults (dpgan-revisit's shared settings, docs/methods/dpgan.md §4) and presets;
+each configs/<experiment>.py gives its own published values.
 
 Light on purpose (no JAX import): config files import it at flag-parsing time.
 """
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 # dpgan.md §4: (bsz, num_d_steps, n_D, sigma, delta, adaptive, threshold, val_interval).
-UPSTREAM = {
-    "mnist_eps10": (128, 450_000, 50, 1.0, 1e-5, False, None, 50_000),
-    "mnist_eps10_adaptive": (512, 174_000, 1, 2.0, 1e-5, True, 0.60, 29_000),
-    "mnist_eps1": (128, 325_000, 200, 5.0, 1e-5, False, None, 25_000),
-    "mnist_eps1_adaptive": (512, 165_000, 1, 14.0, 1e-5, True, 0.70, 15_000),
-    "mnist_nonpriv": (128, 45_000, 1, None, None, False, None, 5_000),
-    "fashion_mnist_eps10": (128, 450_000, 100, 1.0, 1e-5, False, None, 50_000),
-    "fashion_mnist_eps10_adaptive": (512, 174_000, 1, 2.0, 1e-5, True, 0.60, 29_000),
-    "fashion_mnist_eps1": (128, 325_000, 200, 5.0, 1e-5, False, None, 25_000),
-    "fashion_mnist_eps1_adaptive": (512, 165_000, 1, 14.0, 1e-5, True, 0.70, 15_000),
-    "fashion_mnist_nonpriv": (128, 45_000, 1, None, None, False, None, 5_000),
-    "celeba_eps10_adaptive": (2048, 385_000, 1, 4.0, 1e-6, True, 0.60, 35_000),
-    "celeba_nonpriv": (128, 45_000, 1, None, None, False, None, 5_000),
-}
-
-DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "celeba": "celeb_a"}
-
-
-def paper_config(name: str) -> ml_collections.ConfigDict:
-  """The upstream experiment `name` (a key of UPSTREAM), exactly as published."""
-  bsz, steps, n_d, sigma, delta, adaptive, threshold, val_interval = UPSTREAM[name]
-  dataset = next(v for k, v in DATASETS.items() if name.startswith(k))
+def paper_config(dataset: str, *, batch_size: int, num_steps: int, d_steps_per_g_step: int,
+                 noise_multiplier: float | None, delta: float | None = None,
+                 target_epsilon: float | None = None, adaptive: bool = False,
+                 ds_threshold: float = 0.6, checkpoint_every: int) -> ml_collections.ConfigDict:
+  """One upstream experiment file (dpgan.md §4), its values given by the config file;
+  noise_multiplier None: non-private."""
+  bsz, steps, n_d, sigma, threshold, val_interval = (
+      batch_size, num_steps, d_steps_per_g_step, noise_multiplier, ds_threshold, checkpoint_every)
   c = base_config()
   c.method = "dpgan"
   c.data.name = dataset
@@ -38,7 +25,7 @@ def paper_config(name: str) -> ml_collections.ConfigDict:
   c.dpgan.d_steps_per_g_step = n_d
   c.dpgan.adaptive = adaptive
   c.dpgan.ds_grace = 200
-  c.dpgan.ds_threshold = threshold if threshold is not None else 0.6
+  c.dpgan.ds_threshold = threshold
   c.dpgan.ds_beta = 0.99
   c.dpgan.g_lr = 2e-4
   c.dpgan.d_lr = 2e-4
@@ -69,7 +56,7 @@ def paper_config(name: str) -> ml_collections.ConfigDict:
   # test_ghost.py), 2.5-9x faster in experiments/bench_dp_step.py; 'vmap' stays selectable.
   c.privacy.clipping_strategy = "ghost"
   if sigma is not None:
-    c.privacy.target_epsilon = 10.0 if "eps10" in name else 1.0
+    c.privacy.target_epsilon = target_epsilon
 
   c.train.num_steps = steps
   c.train.batch_size = bsz
@@ -101,6 +88,7 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return smoke_eval(c)
 
 
-def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
-  """Builds `name` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  return apply_preset(preset, f"configs/{name}.py", paper_config(name), smoke_config, cpu)
+def get(paper: ml_collections.ConfigDict, preset: str | None, config_file: str,
+        cpu: dict) -> ml_collections.ConfigDict:
+  """`paper` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
+  return apply_preset(preset, config_file, paper, smoke_config, cpu)

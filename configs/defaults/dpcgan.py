@@ -12,18 +12,15 @@ conversion (REFERENCE.md b.4); `upstream_epsilon` keeps those for comparison.
 
 import ml_collections
 
-from dpgen_jax.config_base import apply_preset, base_config, smoke_eval
-
-# dpcgan.md §4 and REFERENCE.md b.4: (dataset, B, accounted steps, m, budget, upstream eps).
-UPSTREAM = {
-    "dpcgan_mnist_eps10": ("mnist", 600, 24_900, 600, 8.81, 9.643695567594444),
-    "dpcgan_thyroid": ("thyroid", 32, 5_894, 32, 3.24, 3.718745314966683),
-}
+from configs.defaults.base import apply_preset, base_config, smoke_eval
 
 
-def paper_config(name: str) -> ml_collections.ConfigDict:
-  """The upstream experiment `name` (a key of UPSTREAM) under this library's sampling."""
-  dataset, bsz, steps, m, budget, upstream_eps = UPSTREAM[name]
+
+def paper_config(dataset: str, *, batch_size: int, num_steps: int, num_microbatches: int,
+                 target_epsilon: float, upstream_epsilon: float) -> ml_collections.ConfigDict:
+  """One upstream experiment (dpcgan.md §4) under this library's sampling, its values
+  given by the config file."""
+  dataset, bsz, steps, m, budget, upstream_eps = dataset, batch_size, num_steps, num_microbatches, target_epsilon, upstream_epsilon
   c = base_config()
   c.method = "dpcgan"
   c.data.name = dataset
@@ -102,6 +99,7 @@ def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return smoke_eval(c, num_samples=300, batch_size=None)
 
 
-def get(name: str, preset: str | None, cpu: dict) -> ml_collections.ConfigDict:
-  """Builds `name` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
-  return apply_preset(preset, f"configs/{name}.py", paper_config(name), smoke_config, cpu)
+def get(paper: ml_collections.ConfigDict, preset: str | None, config_file: str,
+        cpu: dict) -> ml_collections.ConfigDict:
+  """`paper` with a preset: 'paper' (upstream), 'cpu' (the `cpu` overrides), 'smoke'."""
+  return apply_preset(preset, config_file, paper, smoke_config, cpu)
