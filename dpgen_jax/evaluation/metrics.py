@@ -34,7 +34,8 @@ import jax
 import numpy as np
 
 from dpgen_jax import cache, errors
-from dpgen_jax.evaluation import classifier_metrics, frechet
+from dpgen_jax.evaluation import auroc, classifier_accuracy, classifier_training, frechet
+from dpgen_jax.evaluation import inception_score
 from dpgen_jax.log import get_logger
 
 Array = Any
@@ -133,8 +134,8 @@ class EvalContext:
     from dpgen_jax.evaluation import feature_extractor
     variables, _ = self.lenet()
     model = feature_extractor.classifiers.LeNet5(self.dataset.num_classes)
-    return classifier_metrics.predict_proba(model, variables, np.asarray(images) * 2.0 - 1.0,
-                                            batch_size=1000)
+    return classifier_training.predict_proba(model, variables, np.asarray(images) * 2.0 - 1.0,
+                                             batch_size=1000)
 
   # ---- Inception ----
 
@@ -202,11 +203,11 @@ def compute(name: str, ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -
   if name == "fid_inception":
     return {name: _fid(ctx, "inception", gen_x)}
   if name == "is_lenet":
-    mean, std = classifier_metrics.inception_score(ctx.lenet_proba(gen_x))
+    mean, std = inception_score.inception_score(ctx.lenet_proba(gen_x))
     return {name: mean, name + "_split_std": std}
   if name == "acc_cnn":
     num_select = min(5000, len(gen_x) // 12)  # dpgan-revisit: 55k/5k of 60k
-    return _seed_average(ctx, name, lambda s: classifier_metrics.dpgan_cnn_accuracy(
+    return _seed_average(ctx, name, lambda s: classifier_accuracy.accuracy_at_best_selection_epoch(
         gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
         epochs=int(c.get("cnn_epochs", 10)), num_select=num_select), "accuracy")
   if name in ("acc_logreg", "acc_mlp", "acc_cnn_sinkhorn"):
@@ -216,11 +217,11 @@ def compute(name: str, ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -
       kwargs["max_epochs"] = int(c.max_epochs)
     if c.get("patience"):
       kwargs["patience"] = int(c.patience)
-    return _seed_average(ctx, name, lambda s: classifier_metrics.sinkhorn_protocol_accuracy(
+    return _seed_average(ctx, name, lambda s: classifier_accuracy.accuracy_with_early_stopping(
         kind, gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s, **kwargs), "accuracy")
   if name in ("auroc_lr", "auroc_mlp"):
-    runs = [classifier_metrics.dpcgan_auroc(gen_x, gen_y, d.test_x, d.test_y, d.num_classes,
-                                            seed=s, classifiers=(name[len("auroc_"):],))
+    runs = [auroc.micro_auroc_of_classifiers(gen_x, gen_y, d.test_x, d.test_y, d.num_classes,
+                                             seed=s, classifiers=(name[len("auroc_"):],))
             for s in ctx.seeds]
     values = np.array([r[name] for r in runs])
     out = {name: float(values.mean())}

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from dpgen_jax.evaluation import classifier_metrics as cm
-from dpgen_jax.evaluation import feature_extractor
+from dpgen_jax.evaluation import auroc
+from dpgen_jax.evaluation import classifier_accuracy as ca
+from dpgen_jax.evaluation import classifier_training as ct
+from dpgen_jax.evaluation import feature_extractor, inception_score, postprocessing
 from dpgen_jax.models import classifiers
 
 
@@ -100,10 +102,10 @@ def test_lenet_features_are_penultimate_pre_relu():
 def test_train_classifier_is_deterministic_and_uses_partial_batches(digits):
   x, y = digits[0][:50], digits[1][:50]
   model = classifiers.LogReg(10)
-  kwargs = dict(epochs=2, batch_size=64, optimizer=cm.torch_sgd(0.1), seed=3)
+  kwargs = dict(epochs=2, batch_size=64, optimizer=ct.torch_sgd(0.1), seed=3)
   # batch_size > n: each epoch is a single partial batch, which must still train.
-  v1, losses = cm.train_classifier(model, x, y, **kwargs)
-  v2, _ = cm.train_classifier(model, x, y, **kwargs)
+  v1, losses = ct.train_classifier(model, x, y, **kwargs)
+  v2, _ = ct.train_classifier(model, x, y, **kwargs)
   init = jax.jit(model.init)(jax.random.split(jax.random.PRNGKey(3))[0], x[:1])
   assert len(losses) == 2 and losses[1] < losses[0]
   jax.tree_util.tree_map(np.testing.assert_array_equal, v1, v2)
@@ -114,76 +116,78 @@ def test_predict_proba_and_accuracy_agree(digits):
   x, y = digits[2], digits[3]
   model = classifiers.MLP(10)
   variables = _init(model, x[:1].shape)
-  proba = cm.predict_proba(model, variables, x, batch_size=64)  # 397 = 6 * 64 + 13
+  proba = ct.predict_proba(model, variables, x, batch_size=64)  # 397 = 6 * 64 + 13
   assert proba.shape == (len(x), 10)
   np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(cm.accuracy(model, variables["params"], x, y, batch_size=100),
+  np.testing.assert_allclose(ct.accuracy(model, variables["params"], x, y, batch_size=100),
                              np.mean(proba.argmax(1) == y))
 
 
-def test_dpgan_cnn_accuracy_real_vs_noise(digits):
+def test_accuracy_at_best_selection_epoch_real_vs_noise(digits):
   train_x, train_y, test_x, test_y = digits
-  real = cm.dpgan_cnn_accuracy(train_x, train_y, test_x, test_y, 10, epochs=4, num_select=300)
+  real = ca.accuracy_at_best_selection_epoch(train_x, train_y, test_x, test_y, 10, epochs=4,
+                                             num_select=300)
   assert real["accuracy"] > 0.9
   assert len(real["selection_accuracy"]) == len(real["test_accuracy"]) == 4
-  best = cm.select_epoch(real["selection_accuracy"])
+  best = ca.select_epoch(real["selection_accuracy"])
   assert real["selected_epoch"] == best + 1
   assert real["accuracy"] == real["test_accuracy"][best]
   rng = np.random.default_rng(0)
   noise_x = rng.uniform(size=train_x.shape).astype(np.float32)
   noise_y = rng.integers(0, 10, size=len(train_x))
-  noise = cm.dpgan_cnn_accuracy(noise_x, noise_y, test_x, test_y, 10, epochs=4, num_select=300)
+  noise = ca.accuracy_at_best_selection_epoch(noise_x, noise_y, test_x, test_y, 10, epochs=4,
+                                              num_select=300)
   assert noise["accuracy"] < 0.2
 
 
 def test_select_epoch_first_best_on_ties():
-  assert cm.select_epoch([0.80, 0.91, 0.95, 0.95, 0.93]) == 2
-  assert cm.select_epoch([0.5]) == 0
+  assert ca.select_epoch([0.80, 0.91, 0.95, 0.95, 0.93]) == 2
+  assert ca.select_epoch([0.5]) == 0
 
 
 def test_early_stopping_rule():
-  stopper = cm.EarlyStopping(patience=2)
+  stopper = ca.EarlyStopping(patience=2)
   curve = [0.5, 0.6, 0.6, 0.7, 0.65, 0.7, 0.9]
   stops = [stopper.update(e, a, f"w{e}") for e, a in enumerate(curve, start=1)]
   # 0.6 at epoch 3 and 0.7 at epoch 6 do not beat the best strictly.
   assert stops == [False, False, False, False, False, True, False]
   assert stopper.best_epoch == 7 and stopper.best_variables == "w7"
-  first = cm.EarlyStopping(patience=1)
+  first = ca.EarlyStopping(patience=1)
   assert first.update(1, 0.0) is False and first.best_epoch == 1  # epoch 1 always counts
   assert first.update(2, 0.0) is True and first.best_epoch == 1
 
 
-def test_sinkhorn_protocol_logreg_and_mlp(digits):
+def test_accuracy_with_early_stopping_logreg_and_mlp(digits):
   # 28x28 inputs: with 784 features Adam at lr 1e-4 converges in tens of epochs.
   train_x, train_y, test_x, test_y = _to_28(digits[0]), digits[1], _to_28(digits[2]), digits[3]
   for kind in ("logreg", "mlp"):
-    result = cm.sinkhorn_protocol_accuracy(kind, train_x, train_y, test_x, test_y, 10,
-                                           max_epochs=60)
+    result = ca.accuracy_with_early_stopping(kind, train_x, train_y, test_x, test_y, 10,
+                                             max_epochs=60)
     assert result["accuracy"] > 0.85, (kind, result["accuracy"])
     assert result["epochs_run"] == len(result["val_accuracy"]) <= 60
     assert result["best_val_accuracy"] == max(result["val_accuracy"])
   with pytest.raises(ValueError):
-    cm.sinkhorn_protocol_accuracy("svm", train_x, train_y, test_x, test_y, 10)
+    ca.accuracy_with_early_stopping("svm", train_x, train_y, test_x, test_y, 10)
 
 
-def test_sinkhorn_protocol_cnn_runs(digits):
+def test_accuracy_with_early_stopping_cnn_runs(digits):
   train_x, train_y, test_x, test_y = digits
-  result = cm.sinkhorn_protocol_accuracy("cnn", _to_28(train_x[:300]), train_y[:300],
-                                         _to_28(test_x[:100]), test_y[:100], 10,
-                                         max_epochs=2, patience=1)
+  result = ca.accuracy_with_early_stopping("cnn", _to_28(train_x[:300]), train_y[:300],
+                                           _to_28(test_x[:100]), test_y[:100], 10,
+                                           max_epochs=2, patience=1)
   assert 1 <= result["epochs_run"] <= 2 and 0.0 <= result["accuracy"] <= 1.0
 
 
 def test_threshold_background():
   x = jnp.array([0.0, 0.2, 0.49, 0.5, 0.9])
-  np.testing.assert_allclose(cm.threshold_background(x), [0.0, 0.0, 0.0, 0.5, 0.9])
+  np.testing.assert_allclose(postprocessing.threshold_background(x), [0.0, 0.0, 0.0, 0.5, 0.9])
 
 
 def test_average_over_seeds():
   def metric(scale, *, seed):
     return {"accuracy": scale * seed, "curve": [seed], "name": "x", "flag": True}
 
-  out = cm.average_over_seeds(metric, [1, 2, 3], 0.1)
+  out = ca.average_over_seeds(metric, [1, 2, 3], 0.1)
   assert out["mean"] == {"accuracy": pytest.approx(0.2)}
   assert out["std"]["accuracy"] == pytest.approx(np.std([0.1, 0.2, 0.3]))
   assert out["seeds"] == [1, 2, 3] and len(out["runs"]) == 3
@@ -202,18 +206,18 @@ _P = np.array([[0.7, 0.2, 0.1],
 def test_micro_auroc_hand_example():
   # Raveled one-hot: positive scores 0.7, 0.6, 0.4, 0.25; negatives
   # 0.2 0.1 0.1 0.3 0.3 0.3 0.5 0.1. Pairs won: 8 + 8 + 7 + 4 = 27 of 4 * 8.
-  assert cm.micro_auroc(_Y, _P, 3) == pytest.approx(27 / 32)
+  assert auroc.micro_auroc(_Y, _P, 3) == pytest.approx(27 / 32)
 
 
 def test_per_class_auroc_hand_example():
   # Class 2: positives 0.6, 0.25 vs negatives 0.1, 0.3 -> 3 of 4 pairs.
-  assert cm.per_class_auroc(_Y, _P, 3) == pytest.approx([1.0, 1.0, 0.75])
-  assert np.isnan(cm.per_class_auroc(_Y, _P, 4)[3])  # class 3 never occurs
+  assert auroc.per_class_auroc(_Y, _P, 3) == pytest.approx([1.0, 1.0, 0.75])
+  assert np.isnan(auroc.per_class_auroc(_Y, _P, 4)[3])  # class 3 never occurs
 
 
-def test_dpcgan_auroc(digits):
+def test_micro_auroc_of_classifiers(digits):
   train_x, train_y, test_x, test_y = digits
-  out = cm.dpcgan_auroc(train_x[:400], train_y[:400], test_x, test_y, 10)
+  out = auroc.micro_auroc_of_classifiers(train_x[:400], train_y[:400], test_x, test_y, 10)
   assert out["auroc_lr"] > 0.95 and out["auroc_mlp"] > 0.95
   assert len(out["per_class_lr"]) == len(out["per_class_mlp"]) == 10
 
@@ -221,10 +225,10 @@ def test_dpcgan_auroc(digits):
 def test_inception_score_extremes():
   k = 10
   confident = np.eye(k)[np.tile(np.arange(k), 100)]  # every split sees each class 10x
-  mean, std = cm.inception_score(confident, splits=10)
+  mean, std = inception_score.inception_score(confident, splits=10)
   assert mean == pytest.approx(k) and std == pytest.approx(0.0, abs=1e-12)
   same = np.tile(np.random.default_rng(0).dirichlet(np.ones(k)), (1000, 1))
-  mean, std = cm.inception_score(same, splits=10)
+  mean, std = inception_score.inception_score(same, splits=10)
   assert mean == pytest.approx(1.0) and std == pytest.approx(0.0, abs=1e-12)
 
 
@@ -235,7 +239,8 @@ def test_inception_score_matches_upstream_loop():
     part = probs[(i * probs.shape[0] // 10):((i + 1) * probs.shape[0] // 10), :]
     kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
     scores.append(np.exp(np.mean(np.sum(kl, 1))))
-  assert cm.inception_score(probs) == pytest.approx((np.mean(scores), np.std(scores)), rel=1e-12)
+  assert inception_score.inception_score(probs) == pytest.approx(
+      (np.mean(scores), np.std(scores)), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------------
