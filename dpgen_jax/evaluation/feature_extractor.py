@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpgen_jax.evaluation import classifier_metrics
+from dpgen_jax.evaluation import classifier_training
 from dpgen_jax.models import classifiers
 
 Array = Any
@@ -60,12 +60,12 @@ def train_lenet_feature_extractor(train_x: Array, train_y: Array, num_classes: i
     'lr', 'preprocessing', 'train_loss' (per epoch), 'test_accuracy' (or None).
   """
   model = classifiers.LeNet5(num_classes)
-  variables, losses = classifier_metrics.train_classifier(
+  variables, losses = classifier_training.train_classifier(
       model, _preprocess(train_x), train_y, epochs=epochs, batch_size=batch_size,
-      optimizer=classifier_metrics.torch_adam(lr), seed=seed)
+      optimizer=classifier_training.torch_adam(lr), seed=seed)
   test_acc = None
   if test_x is not None and test_y is not None:
-    test_acc = classifier_metrics.accuracy(model, variables, _preprocess(test_x), test_y, 1000)
+    test_acc = classifier_training.accuracy(model, variables, _preprocess(test_x), test_y, 1000)
   metadata = {
       "architecture": "LeNet5 (GS-WGAN evaluation/classification_networks/lenet.py)",
       "feature_dim": FEATURE_DIM,
@@ -98,7 +98,7 @@ def lenet_proba_fn(variables: dict[str, Any], batch_size: int = 1000,
   """A function images in [0, 1] -> (N, K) softmax of the trained LeNet head.
 
   The LeNet is a classifier of the real domain, so its probabilities can stand in
-  for GS-WGAN's VGG11-BN in `classifier_metrics.inception_score` when that network
+  for GS-WGAN's VGG11-BN in `inception_score.inception_score` when that network
   is too expensive to train (name the result accordingly, e.g. `is_lenet`).
   """
   return functools.partial(_lenet_apply, _model_for(variables), batch_size, False,

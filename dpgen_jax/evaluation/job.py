@@ -132,7 +132,7 @@ class Evaluator:
                             labels=e.labels, quantize=bool(e.quantize) and
                             self.dataset.kind == "image", prng_impl=self.config.train.prng_impl)
     if e.get("threshold_background", False):
-      from dpgen_jax.evaluation.classifier_metrics import threshold_background
+      from dpgen_jax.evaluation.postprocessing import threshold_background
       gen_x = np.asarray(threshold_background(gen_x))
     record = {"step": int(step), "epsilon": ledger.get("epsilon"),
               "delta": ledger.get("delta"), "private": ledger.get("private"),

@@ -17,160 +17,28 @@ Every metric's name says what produced it (DESIGN.md):
   auroc_thyroid    DP-CGAN's Thyroid protocol (grid-searched MLP, micro-AUROC of hard
                    predictions; evaluation/tabular.py), with _proba, _acc, _cv
 
-Real-side statistics use the test split (as dpgan-revisit) and are cached per dataset,
-split, extractor and extractor weights; a cache file records which extractor made it
-and is rejected if it does not match, so extractors are never mixed silently.
+Each is a function (EvalContext, gen_x, gen_y) -> {name: value, companions...} in
+METRICS. The real data, the cached LeNet and the real-side statistics they share are
+in `context.EvalContext` (also reachable as `metrics.EvalContext`).
 Real data is used here only to *measure* a released generator (not part of training);
 these numbers are not privatised and are not part of any DP release.
 """
 
-import hashlib
-import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
-import flax.serialization
-import jax
 import numpy as np
 
-from dpgen_jax import cache, errors
-from dpgen_jax.evaluation import classifier_metrics, frechet
-from dpgen_jax.log import get_logger
+from dpgen_jax import errors
+from dpgen_jax.evaluation import auroc, classifier_accuracy, frechet, inception_score
+from dpgen_jax.evaluation.context import EvalContext
 
-Array = Any
-
-ALL_METRICS = ("fid_lenet", "fid_inception", "acc_cnn", "acc_logreg", "acc_mlp",
-               "acc_cnn_sinkhorn", "is_lenet", "auroc_lr", "auroc_mlp", "auroc_thyroid")
-# scikit-learn classifiers work on rows too
+# Registered metrics (METRICS, below) that also run on tabular rows (scikit-learn classifiers)
 TABULAR_METRICS = ("auroc_lr", "auroc_mlp", "auroc_thyroid")
 # Metrics computed with a model trained on the PRIVATE training split (the LeNet feature
 # extractor): the numbers are not a function of released outputs and public data only,
 # so they are not covered by epsilon; eval rows say so ('not_covered_by_epsilon').
 USES_PRIVATE_MODEL = ("fid_lenet", "is_lenet")
-
-
-def cache_dir(eval_config) -> str:
-  path = eval_config.get("cache_dir") or cache.cache_root()
-  os.makedirs(path, exist_ok=True)
-  return path
-
-
-def validate_metrics(names, kind: str, eval_config) -> None:
-  for name in names:
-    errors.require(name in ALL_METRICS,
-                   f"Unknown metric {name!r} in eval.metrics; known: {', '.join(ALL_METRICS)}.")
-    if kind == "tabular":
-      errors.require(name in TABULAR_METRICS,
-                     f"Metric {name!r} needs images; tabular data offers {TABULAR_METRICS}.")
-  if "auroc_thyroid" in names:
-    from dpgen_jax.evaluation import tabular
-    grid = eval_config.get("thyroid_grid", "upstream")
-    errors.require(grid in tabular.THYROID_GRIDS,
-                   f"eval.thyroid_grid must be one of {sorted(tabular.THYROID_GRIDS)}, got "
-                   f"{grid!r}.")
-  if "fid_inception" in names:
-    path = eval_config.get("inception_weights") or ""
-    errors.require(bool(path) and os.path.isfile(path),
-                   f"fid_inception needs eval.inception_weights, the .npz written by "
-                   f"experiments/convert_pytorch_fid_weights.py from pytorch-fid's "
-                   f"pt_inception-2015-12-05-6726825d.pth (got {path!r}). Use fid_lenet for "
-                   f"an offline FID.")
-
-
-class EvalContext:
-  """The real data, config and caches that metrics share across checkpoints."""
-
-  def __init__(self, dataset, eval_config):
-    self.dataset = dataset
-    self.config = eval_config
-    self.cache = cache_dir(eval_config)
-    self._lenet = None
-    self._real_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    self._inception_fn = None
-
-  @property
-  def seeds(self) -> list[int]:
-    return [int(s) for s in self.config.seeds]
-
-  # ---- LeNet (offline FID extractor and domain classifier) ----
-
-  def lenet(self):
-    """(variables, fingerprint) of the LeNet trained on the real training split."""
-    if self._lenet is not None:
-      return self._lenet
-    from dpgen_jax.evaluation import feature_extractor
-    d = self.dataset
-    epochs = int(self.config.get("lenet_epochs", 10))
-    shape = "x".join(str(s) for s in d.train_x.shape[1:])
-    path = os.path.join(self.cache, f"lenet_{d.name}_{shape}_n{len(d.train_x)}_e{epochs}.msgpack")
-    template = None
-    if os.path.exists(path):
-      with open(path, "rb") as f:
-        blob = f.read()
-      template = jax.eval_shape(lambda: feature_extractor.classifiers.LeNet5(
-          d.num_classes).init(jax.random.key(0), np.zeros((1,) + d.train_x.shape[1:], np.float32)))
-      variables = flax.serialization.from_bytes(template, blob)
-      get_logger().info("Loaded the LeNet feature extractor from %s.", path)
-    else:
-      get_logger().info("Training the LeNet feature extractor on the real %s training split "
-                        "(once; cached in %s).", d.name, path)
-      variables, meta = feature_extractor.train_lenet_feature_extractor(
-          d.train_x, d.train_y, d.num_classes, epochs=epochs, test_x=d.test_x, test_y=d.test_y)
-      blob = flax.serialization.to_bytes(variables)
-      cache.write_bytes_atomic(path, blob)
-      with open(path + ".json", "w") as f:
-        json.dump(meta, f, indent=2)
-      get_logger().info("LeNet real test accuracy: %.4f", meta["test_accuracy"])
-    self._lenet = (variables, "lenet-" + hashlib.sha1(blob).hexdigest()[:12])
-    return self._lenet
-
-  def lenet_features(self, images: Array) -> np.ndarray:
-    from dpgen_jax.evaluation import feature_extractor
-    variables, _ = self.lenet()
-    return np.asarray(feature_extractor.lenet_feature_fn(variables)(images))
-
-  def lenet_proba(self, images: Array) -> np.ndarray:
-    from dpgen_jax.evaluation import feature_extractor
-    variables, _ = self.lenet()
-    model = feature_extractor.classifiers.LeNet5(self.dataset.num_classes)
-    return classifier_metrics.predict_proba(model, variables, np.asarray(images) * 2.0 - 1.0,
-                                            batch_size=1000)
-
-  # ---- Inception ----
-
-  def inception(self):
-    if self._inception_fn is None:
-      from dpgen_jax.models import inception
-      path = self.config.inception_weights
-      variables = inception.load_inception_params(path)
-      with open(path, "rb") as f:
-        digest = hashlib.sha1(f.read()).hexdigest()[:12]
-      self._inception_fn = (inception.inception_feature_fn(
-          variables, batch_size=int(self.config.get("inception_batch_size", 100))),
-          "inception-" + digest)
-    return self._inception_fn
-
-  # ---- real statistics ----
-
-  def real_statistics(self, extractor: str, features_fn: Callable[[Array], np.ndarray],
-                      fingerprint: str):
-    """(mu, sigma) of the real test split under `extractor`, cached on disk."""
-    if extractor in self._real_stats:
-      return self._real_stats[extractor]
-    d = self.dataset
-    path = os.path.join(self.cache, f"stats_{d.name}_test_{fingerprint}.npz")
-    if os.path.exists(path):
-      with np.load(path) as f:
-        if str(f["extractor"]) != fingerprint:
-          raise errors.UserError(f"{path} was made by {f['extractor']}, not {fingerprint}; "
-                                 f"delete it to recompute.")
-        stats = (f["mu"], f["sigma"])
-    else:
-      stats = frechet.feature_statistics(features_fn(d.test_x))
-      cache.savez_atomic(path, mu=stats[0], sigma=stats[1], extractor=fingerprint,
-                         num_examples=len(d.test_x))
-    self._real_stats[extractor] = stats
-    return stats
 
 
 def _fid(ctx: EvalContext, extractor: str, gen_x) -> float:
@@ -193,43 +61,110 @@ def _seed_average(ctx, name, fn, key) -> dict[str, float]:
   return out
 
 
-def compute(name: str, ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict:
-  """The metric `name` (and its companions, e.g. `_std`) for generated (x, y)."""
-  d = ctx.dataset
-  c = ctx.config
-  if name == "fid_lenet":
-    return {name: _fid(ctx, "lenet", gen_x)}
-  if name == "fid_inception":
-    return {name: _fid(ctx, "inception", gen_x)}
-  if name == "is_lenet":
-    mean, std = classifier_metrics.inception_score(ctx.lenet_proba(gen_x))
-    return {name: mean, name + "_split_std": std}
-  if name == "acc_cnn":
-    num_select = min(5000, len(gen_x) // 12)  # dpgan-revisit: 55k/5k of 60k
-    return _seed_average(ctx, name, lambda s: classifier_metrics.dpgan_cnn_accuracy(
-        gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
-        epochs=int(c.get("cnn_epochs", 10)), num_select=num_select), "accuracy")
-  if name in ("acc_logreg", "acc_mlp", "acc_cnn_sinkhorn"):
-    kind = {"acc_logreg": "logreg", "acc_mlp": "mlp", "acc_cnn_sinkhorn": "cnn"}[name]
+# ----------------------------------------------------------------------------------
+# The metrics: name -> function(ctx, gen_x, gen_y) -> {name: value, companions...}.
+
+MetricFn = Callable[[EvalContext, np.ndarray, np.ndarray], dict[str, float]]
+
+
+def _fid_lenet(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+  del gen_y
+  return {"fid_lenet": _fid(ctx, "lenet", gen_x)}
+
+
+def _fid_inception(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+  del gen_y
+  return {"fid_inception": _fid(ctx, "inception", gen_x)}
+
+
+def _is_lenet(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+  del gen_y
+  mean, std = inception_score.inception_score(ctx.lenet_proba(gen_x))
+  return {"is_lenet": mean, "is_lenet_split_std": std}
+
+
+def _acc_cnn(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+  d, c = ctx.dataset, ctx.config
+  num_select = min(5000, len(gen_x) // 12)  # dpgan-revisit: 55k/5k of 60k
+  return _seed_average(ctx, "acc_cnn", lambda s: (
+      classifier_accuracy.accuracy_at_best_selection_epoch(
+          gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
+          epochs=int(c.get("cnn_epochs", 10)), num_select=num_select)), "accuracy")
+
+
+def _accuracy_with_early_stopping(name: str, kind: str) -> MetricFn:
+  """Metric `name`: `classifier_accuracy.accuracy_with_early_stopping` of `kind`."""
+  def metric(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+    d, c = ctx.dataset, ctx.config
     kwargs = {}
     if c.get("max_epochs"):
       kwargs["max_epochs"] = int(c.max_epochs)
     if c.get("patience"):
       kwargs["patience"] = int(c.patience)
-    return _seed_average(ctx, name, lambda s: classifier_metrics.sinkhorn_protocol_accuracy(
+    return _seed_average(ctx, name, lambda s: classifier_accuracy.accuracy_with_early_stopping(
         kind, gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s, **kwargs), "accuracy")
-  if name in ("auroc_lr", "auroc_mlp"):
-    runs = [classifier_metrics.dpcgan_auroc(gen_x, gen_y, d.test_x, d.test_y, d.num_classes,
-                                            seed=s, classifiers=(name[len("auroc_"):],))
-            for s in ctx.seeds]
-    values = np.array([r[name] for r in runs])
-    out = {name: float(values.mean())}
-    if len(values) > 1:
-      out[name + "_std"] = float(values.std())
-    return out
-  if name == "auroc_thyroid":
+  return metric
+
+
+def _micro_auroc(name: str, classifier: str) -> MetricFn:
+  """Metric `name`: `auroc.micro_auroc_of_classifiers` of `classifier` ('lr', 'mlp')."""
+  def metric(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+    d = ctx.dataset
+    return _seed_average(ctx, name, lambda s: auroc.micro_auroc_of_classifiers(
+        gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s, classifiers=(classifier,)),
+        name)
+  return metric
+
+
+def _auroc_thyroid(ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict[str, float]:
+  from dpgen_jax.evaluation import tabular
+  d, c = ctx.dataset, ctx.config
+  return tabular.average_runs([tabular.thyroid_mlp_protocol(
+      gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
+      grid=c.get("thyroid_grid", "upstream")) for s in ctx.seeds])
+
+
+METRICS: dict[str, MetricFn] = {
+    "fid_lenet": _fid_lenet,
+    "fid_inception": _fid_inception,
+    "acc_cnn": _acc_cnn,
+    "acc_logreg": _accuracy_with_early_stopping("acc_logreg", "logreg"),
+    "acc_mlp": _accuracy_with_early_stopping("acc_mlp", "mlp"),
+    "acc_cnn_sinkhorn": _accuracy_with_early_stopping("acc_cnn_sinkhorn", "cnn"),
+    "is_lenet": _is_lenet,
+    "auroc_lr": _micro_auroc("auroc_lr", "lr"),
+    "auroc_mlp": _micro_auroc("auroc_mlp", "mlp"),
+    "auroc_thyroid": _auroc_thyroid,
+}
+ALL_METRICS = tuple(METRICS)
+
+
+def validate_metrics(names, kind: str, eval_config) -> None:
+  """Raises ConfigError for names not in METRICS, image metrics on tabular data, or
+  a metric's missing setting."""
+  for name in names:
+    errors.require(name in ALL_METRICS,
+                   f"Unknown metric {name!r} in eval.metrics; known: {', '.join(ALL_METRICS)}.")
+    if kind == "tabular":
+      errors.require(name in TABULAR_METRICS,
+                     f"Metric {name!r} needs images; tabular data offers {TABULAR_METRICS}.")
+  if "auroc_thyroid" in names:
     from dpgen_jax.evaluation import tabular
-    return tabular.average_runs([tabular.thyroid_mlp_protocol(
-        gen_x, gen_y, d.test_x, d.test_y, d.num_classes, seed=s,
-        grid=c.get("thyroid_grid", "upstream")) for s in ctx.seeds])
-  raise errors.ConfigError(f"Metric {name!r} is not available for {d.name}.")
+    grid = eval_config.get("thyroid_grid", "upstream")
+    errors.require(grid in tabular.THYROID_GRIDS,
+                   f"eval.thyroid_grid must be one of {sorted(tabular.THYROID_GRIDS)}, got "
+                   f"{grid!r}.")
+  if "fid_inception" in names:
+    path = eval_config.get("inception_weights") or ""
+    errors.require(bool(path) and os.path.isfile(path),
+                   f"fid_inception needs eval.inception_weights, the .npz written by "
+                   f"experiments/convert_pytorch_fid_weights.py from pytorch-fid's "
+                   f"pt_inception-2015-12-05-6726825d.pth (got {path!r}). Use fid_lenet for "
+                   f"an offline FID.")
+
+
+def compute(name: str, ctx: EvalContext, gen_x: np.ndarray, gen_y: np.ndarray) -> dict:
+  """The metric `name` (and its companions, e.g. `_std`) for generated (x, y)."""
+  if name not in METRICS:
+    raise errors.ConfigError(f"Metric {name!r} is not available for {ctx.dataset.name}.")
+  return METRICS[name](ctx, gen_x, gen_y)

@@ -23,7 +23,7 @@ def _digits(**overrides):
 
 
 def test_real_images_score_well_and_noise_scores_badly(tmp_path):
-  # acc_cnn's protocol itself is tested in test_classifier_metrics.py; here the
+  # acc_cnn's protocol itself is tested in test_classifier_accuracy.py; here the
   # names are resolved through the registry with faster classifiers.
   c = _digits(**{"eval.cache_dir": str(tmp_path), "eval.lenet_epochs": 5,
                  "eval.max_epochs": 40, "eval.patience": 5})
