@@ -3,7 +3,7 @@
 Numbers come from the runs' own files only: privacy.json (the ledger: epsilon, accountant,
 delta), eval/metrics.jsonl (one line per evaluated checkpoint), reproduce.json (wall time
 and load average, written by reproduce.py) and eval/samples_<step>.png. The upstream
-columns are the published numbers of docs/REFERENCE.md §a.1-a.7 and docs/methods/*.md.
+columns are the published numbers of docs/results.md (published numbers) and docs/methods/*.md.
 """
 
 import glob
@@ -15,8 +15,8 @@ import sys
 METHOD_NAMES = {"dpgan": "DP-GAN (Private GANs, revisited)", "dpcgan": "DP-CGAN",
                 "dp_sinkhorn": "DP-Sinkhorn", "gswgan": "GS-WGAN", "cslgan": "CSL-GAN"}
 EXTRACTORS = {"fid_lenet": "LeNet", "fid_inception": "Inception-v3"}
-# Upstream numbers (FID, accuracy % or AUROC, source), from docs/REFERENCE.md §a.1-a.7 and
-# docs/methods/*.md; keyed by config name. Protocols differ per source (see there).
+# Upstream numbers (FID, accuracy % or AUROC, source), from docs/results.md (published
+# numbers) and docs/methods/*.md; keyed by config name. Protocols differ per source (see there).
 UPSTREAM = {
     "mnist_eps10": ("19.4", "CNN 93.0", "dpgan-revisit README, n_D = 50, 1 V100, ~8 h"),
     "mnist_eps10_adaptive": ("13.3", "CNN 94.4", "dpgan-revisit README, adaptive n_D"),

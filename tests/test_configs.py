@@ -8,7 +8,7 @@ from tests import helpers
 
 CONFIGS = helpers.config_names()
 
-# dpgan.md §3.2 / REFERENCE.md b.3 (Opacus 1.1.3 analysis).
+# dpgan.md §3.2 / docs/privacy.md (accounting test vectors) (Opacus 1.1.3 analysis).
 UPSTREAM_EPSILON = {
     "mnist_eps10": 9.963, "fashion_mnist_eps10": 9.963,
     "mnist_eps10_adaptive": 9.995, "fashion_mnist_eps10_adaptive": 9.995,

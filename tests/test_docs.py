@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("dpgen_jax", "configs", "experiments", "tests")
-CODE_CITATIONS_STRICT = False
+CODE_CITATIONS_STRICT = True
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")

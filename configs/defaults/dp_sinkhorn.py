@@ -3,7 +3,7 @@
 Light on purpose (no JAX import): config files import it at flag-parsing time.
 
 Run lengths: upstream derives the number of epochs from target epsilon 10 with
-TF-Privacy's classic RDP conversion (dp_sinkhorn.md §3.5, REFERENCE.md b.6); the
+TF-Privacy's classic RDP conversion (dp_sinkhorn.md §3.5, docs/privacy.md (accounting test vectors)); the
 `paper` presets keep those step counts, so a run reports dp-accounting's tighter
 epsilon (about 9.16 for MNIST) for upstream's exact amount of training. A config that
 sets only privacy.target_epsilon (train.num_steps = None) gets the largest step count

@@ -7,7 +7,7 @@ C 1.1, delta 1e-5. The budget `privacy.target_epsilon` of a configuration is wha
 paper preset spends under dp-accounting's RDP accountant (default order grid,
 improved conversion of Balle et al. 2020): 8.80 on MNIST, 3.24 on Thyroid. Upstream
 printed 9.64 and 3.72 for the same mechanism with TF-Privacy 0.2.2's classic
-conversion (REFERENCE.md b.4); `upstream_epsilon` keeps those for comparison.
+conversion (docs/privacy.md, accounting test vectors); `upstream_epsilon` keeps those for comparison.
 """
 
 import ml_collections

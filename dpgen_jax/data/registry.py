@@ -1,6 +1,6 @@
 """Datasets by name, and where to look for them.
 
-Sources, first hit wins (DESIGN.md, "Data on these machines"):
+Sources, first hit wins (docs/configs.md, "Data"):
   1. `config.data.data_dir` (the files directly in it, or in data_dir/<name>/);
   2. `$DPGEN_DATA_DIR/<name>/`;
   3. system folders (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist);

@@ -1,6 +1,6 @@
 """Named evaluation metrics, each computed from generated (x, y) and the real data.
 
-Every metric's name says what produced it (DESIGN.md):
+Every metric's name says what produced it (docs/architecture.md):
 
   fid_lenet        Frechet distance of LeNet-5 features (offline default; the LeNet is
                    trained once on the real training split and cached)

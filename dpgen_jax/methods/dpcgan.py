@@ -35,7 +35,7 @@ because upstream does). Sensitivity of the real sum S_real:
     and two vectors of norm <= C differ by at most 2C (attained when the mean flips
     direction), so ||dS_real|| <= 2C and the same noise sigma C is the Gaussian
     mechanism with multiplier sigma / 2 (TF-Privacy's used_microbatching=True,
-    REFERENCE.md c.8). The ids must be i.i.d. per example: a fixed partition of the
+    TF-Privacy's dp_optimizer). The ids must be i.i.d. per example: a fixed partition of the
     padded rows by position would not do, since adding one example to a Poisson batch
     shifts the position of others and moves them between microbatches.
   The accountant composes PoissonSampledDpEvent(q, GaussianDpEvent(sigma / f)),

@@ -3,7 +3,7 @@
 Everything here is a thin, tested layer over dp-accounting (RDP and PLD
 accountants, `calibrate_dp_mechanism`). Two additions dp-accounting does not offer:
   * named RDP order grids, so upstream numbers can be reproduced exactly
-    (REFERENCE.md b.0);
+    (docs/privacy.md, accounting test vectors);
   * the *classic* RDP-to-(eps, delta) conversion eps = min_a RDP(a) + log(1/delta)/(a-1),
     which TF-Privacy <= 0.2, autodp and Opacus 0.x used. dp-accounting's
     `get_epsilon` applies the tighter conversion of Balle et al. (2020), which is

@@ -197,7 +197,7 @@ def test_is_noise_scale_and_skips():
 
 
 def test_mean_sample_cost_reproduces_upstream_numbers():
-  # REFERENCE.md b.7: upstream's sensitivity assumes 3x64x64; classic conversion, Opacus 0.14.
+  # docs/privacy.md (accounting test vectors): upstream's sensitivity assumes 3x64x64; classic conversion, Opacus 0.14.
   orders = accounting.orders_for("opacus014")
   for std, size, q, count, delta, want in [(0.12, 1000, 1000 / 180_000, 32, 1e-6, 0.300),
                                            (0.22, 5000, 5000 / 6000, 200, 1e-5, 3.030)]:
@@ -251,7 +251,7 @@ def test_privacy_mode_defaults_and_upstream_conversion():
   report = helpers.privacy_report(c, 60_000)
   assert report["epsilon"] == pytest.approx(0.81, abs=0.005)  # issue 8 / dp-accounting RDP
   # Upstream train.py: 99 steps/epoch (58,862 images, B = 600), N = 60,000, Opacus 0.14
-  # orders, classic conversion, delta 1e-5 -> 0.990 (REFERENCE.md b.7).
+  # orders, classic conversion, delta 1e-5 -> 0.990 (docs/privacy.md, accounting test vectors).
   event = accounting.poisson_gaussian_event(0.01, 5.0, 9_900)
   eps, order = accounting.classic_epsilon(accounting.orders_for("opacus014"),
                                           accounting.rdp_vector(event, orders="opacus014"), 1e-5)

@@ -73,7 +73,7 @@ def test_dp_event_and_privacy_fields():
 ])
 def test_upstream_run_lengths_with_the_classic_conversion(n, bsz, sigma, delta, epochs, eps,
                                                           eps_before):
-  """REFERENCE.md b.6: the first epoch count whose classic epsilon exceeds 10."""
+  """docs/privacy.md (accounting test vectors): the first epoch count whose classic epsilon exceeds 10."""
   run = dp_sinkhorn.upstream_run_length(n, bsz, sigma, delta, 10.0)
   assert run["epochs"] == epochs and run["steps"] == epochs * (n // bsz)
   # dp-accounting's RDP and TF-Privacy's agree to ~1e-7 relative.
@@ -89,7 +89,7 @@ def test_upstream_run_lengths_with_the_classic_conversion(n, bsz, sigma, delta, 
 @pytest.mark.parametrize("steps,eps", [(10_000, 0.84), (100_000, 1.50), (500_000, 3.45),
                                        (1_000_000, 5.00), (2_000_000, 7.32)])
 def test_mnist_classic_epsilon_curve_matches_the_reference(steps, eps):
-  """REFERENCE.md b.6, MNIST curve (q = 1/1200, sigma 1.1, delta 1e-5, classic)."""
+  """docs/privacy.md (accounting test vectors), MNIST curve (q = 1/1200, sigma 1.1, delta 1e-5, classic)."""
   grid, rdp = accounting.rdp_curve(accounting.poisson_gaussian_event(1 / 1200, 1.1, steps),
                                    orders="tf_privacy_ext")
   assert accounting.classic_epsilon(grid, rdp, 1e-5)[0] == pytest.approx(eps, abs=0.006)

@@ -248,7 +248,7 @@ def test_accounted_noise_multiplier_and_event():
     ("dpcgan_thyroid", 3.24, 3.718745314966683, 7.0),
 ])
 def test_privacy_mode_values(name, improved, upstream, order, capsys):
-  """`main.py --config=configs/<name>.py --mode=privacy` (dpcgan.md §3.3, REFERENCE.md).
+  """`main.py --config=configs/<name>.py --mode=privacy` (dpcgan.md §3.3, docs/privacy.md).
 
   dp-accounting's RDP (improved conversion) gives `improved`; upstream printed
   `upstream` from TF-Privacy 0.2.2, i.e. the same sampled-Gaussian RDP curve on

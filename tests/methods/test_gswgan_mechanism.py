@@ -141,7 +141,7 @@ def test_paper_preset_runs_per_row_selection_whose_published_epsilon_is_a_bound(
   assert report["epsilon"] == pytest.approx(9.2428, abs=1e-3)  # dp-accounting's conversion
   assert report["epsilon_per_row"] == report["epsilon"] and "epsilon_bound" not in report
   assert "epsilon_caveat" not in report and report["within_budget"]
-  # Upstream's number: the same RDP curve with the classic conversion (REFERENCE.md b.5).
+  # Upstream's number: the same RDP curve with the classic conversion (docs/privacy.md, accounting test vectors).
   assert report["epsilon_upstream_classic"] == pytest.approx(9.992623570832224, rel=1e-9)
   assert report["epsilon_upstream_classic_order"] == 4
   # One critic for all 32 rows (upstream's code): amplified once, sigma / sqrt(32).

@@ -1,4 +1,4 @@
-"""Accounting against published values (REFERENCE.md b.1-b.4), not against itself."""
+"""Accounting against published values (docs/privacy.md, accounting test vectors), not against itself."""
 
 import math
 
@@ -39,7 +39,7 @@ def test_dpgan_eps10_config_and_pld_is_tighter():
   assert accounting.epsilon(event, 1e-5, orders="opacus") == pytest.approx(
       9.963189329487284, rel=RTOL)
   pld = accounting.epsilon(event, 1e-5, accountant="pld")
-  assert 9.2 < pld < 9.35  # REFERENCE.md b.3: PLD ~ 9.27
+  assert 9.2 < pld < 9.35  # docs/privacy.md (accounting test vectors): PLD ~ 9.27
 
 
 def test_dpcgan_upstream_classic_value():
@@ -56,7 +56,7 @@ def test_nonprivate_event_has_infinite_epsilon():
 
 
 def test_calibrated_sigma_is_within_tolerance_and_not_above_target():
-  # REFERENCE.md b.3 calibration vector: q=1/469, T=450,000, eps 10 -> sigma ~ 0.99810.
+  # docs/privacy.md (accounting test vectors) calibration vector: q=1/469, T=450,000, eps 10 -> sigma ~ 0.99810.
   make = lambda s: accounting.poisson_gaussian_event(1 / 469, s, 450_000)
   sigma = accounting.calibrate_noise_multiplier(make, 10.0, 1e-5)
   assert sigma == pytest.approx(0.99810, abs=2e-4)

@@ -6,7 +6,7 @@ step (post-processing of the privatised D).
 
 Privacy guarantee (privacy.mode = 'gc'): each D step is the Poisson-subsampled
 Gaussian mechanism with noise multiplier sigma on D's clipped gradient sum
-(cslgan_dp.py); the noised mean samples (if any) are a one-time Poisson-subsampled
+(losses.py); the noised mean samples (if any) are a one-time Poisson-subsampled
 Gaussian release charged to the ledger once; everything else (G steps, gradient
 penalty on public data / mean samples, adaptive thresholds, the G-step gate computed
 on public data / mean samples) is post-processing. With data.sampling = 'shuffle'

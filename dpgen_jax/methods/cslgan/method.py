@@ -1,6 +1,6 @@
-"""CSL-GAN's `base.Method`: state, the D step (none / gc / is), the gated G step.
+"""CSL-GAN's `protocol.Method`: state, the D step (none / gc / is), the gated G step.
 
-Privacy guarantees are stated in cslgan.py and cslgan_dp.py; this module wires them.
+Privacy guarantees are stated in __init__.py and losses.py; this module wires them.
 """
 
 import flax

@@ -2,7 +2,7 @@
 
 Spec: docs/methods/gswgan.md. Two stages, both run by `--mode=train`:
 
-* warm start (`gswgan.stage` 'pretrain' or 'both'; gswgan_pretrain.py): K = 1000
+* warm start (`gswgan.stage` 'pretrain' or 'both'; pretrain.py): K = 1000
   discriminators, each trained non-privately on its own disjoint shard of n = N // K
   examples with a throwaway generator, vmapped over chunks, saved with Orbax;
 * main training ('main' or 'both'): one `train_step` = one generator iteration:
@@ -17,7 +17,7 @@ Spec: docs/methods/gswgan.md. Two stages, both run by `--mode=train`:
        independently of the other rows; 'per_step' (upstream): one for all B rows;
   3. the generator step with B = train.batch_size fakes: g_i = d D_k(i)(x_i, y_i)/d x_i,
      clipped to C and perturbed by N(0, (2 C sigma)^2) per pixel, pulled back through G
-     with a VJP of -(1/B) sum_i; Adam on G (gswgan_core.sanitizer). With the round-robin
+     with a VJP of -(1/B) sum_i; Adam on G (core.sanitizer). With the round-robin
      schedule this forward pass does not write the critics' spectral-norm vectors back,
      so a critic's state never depends on the draws;
   4. the EMA copy of G (decay min(1 - 1/(t+1), 0.999), including SN u/v) is updated;
