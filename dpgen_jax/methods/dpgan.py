@@ -132,6 +132,10 @@ def validate(config, spec) -> None:
   require(0.0 <= g.g_ema_decay < 1.0,
           f"dpgan.g_ema_decay must be in [0, 1) (0: no average), got {g.g_ema_decay}.")
   require(g.num_fakes >= 0, f"dpgan.num_fakes must be >= 0 (0: round(qN)), got {g.num_fakes}.")
+  require(g.g_norm in dcgan.G_NORM_MODES,
+          f"dpgan.g_norm must be one of {dcgan.G_NORM_MODES}, got {g.g_norm!r}.")
+  require(g.d_label in dcgan.D_LABEL_MODES,
+          f"dpgan.d_label must be one of {dcgan.D_LABEL_MODES}, got {g.d_label!r}.")
   require(config.privacy.clipping == "flat",
           "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
   require(config.privacy.max_physical_bsz >= 0, "privacy.max_physical_bsz must be >= 0.")
@@ -230,7 +234,7 @@ class DPGAN(base.Method):
     h, _, c = spec.example_shape
     self.generator, self.discriminator = dcgan.make_dcgan(
         h, c, spec.num_classes, small=g.small, g_width=g.g_width, d_width=g.d_width,
-        latent_dim=g.latent_dim)
+        latent_dim=g.latent_dim, d_label=g.d_label, g_norm=g.g_norm)
     n, bsz = spec.num_train, config.train.batch_size
     self.q = sampling_rate(bsz, n)
     self.num_fakes = fake_batch_size(bsz, n, g.num_fakes)

@@ -56,6 +56,13 @@ def paper_config(name: str) -> ml_collections.ConfigDict:
   c.dpgan.latent_dim = 128
   c.dpgan.g_width = 128
   c.dpgan.d_width = 128
+  # How D sees the label: 'planes' (upstream: a convolution of one-hot planes),
+  # 'embedding' (a learned per-class bias map, no convolution) or 'projection'
+  # (Miyato & Koyama's projection head); see models/dcgan.py.
+  c.dpgan.d_label = "planes"
+  # The generator's normalisation: 'none' (upstream) or 'batch' (batch statistics in
+  # training and sampling, no running averages; see models/dcgan.py).
+  c.dpgan.g_norm = "none"
   c.dpgan.small = True  # CelebA: DC32Small, as both upstream CelebA configs
   c.dpgan.probe_batch_size = 0  # 0: bsz, as upstream (dpgan.md §7 #7)
 

@@ -262,6 +262,31 @@ def _deconv(features: int, kernel: int, stride: int, padding: int,
                             bias_init=m.bias_init, name=name)
 
 
+# Normalisation of the generator's hidden layers (dpgan.g_norm).
+G_NORM_MODES = ("none", "batch")
+
+
+class BatchStatNorm(nn.Module):
+  """Batch normalisation that always uses the current batch's statistics.
+
+  y = (x - mean) / sqrt(var + eps) * scale + bias, mean and (biased) variance per
+  channel over the batch and spatial axes; scale starts at 1, bias at 0. There are no
+  running averages, so the module is a pure function of its parameters and the batch
+  (samples are drawn the same way, in batches: `eval.batch_size`). Only for the
+  generator, which is trained without per-example clipping.
+  """
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
 class DCGANGenerator(nn.Module):
   """Class-conditional DCGAN generator (docs/methods/dpgan.md §1.2, §1.3).
 
@@ -274,6 +299,9 @@ class DCGANGenerator(nn.Module):
       has a single architecture.
     width: d; the first layer has 2d (4d for DC32) channels per branch.
     latent_dim: dimension of z.
+    norm: 'none' (upstream: no normalisation) or 'batch': `BatchStatNorm` on every
+      hidden layer (the concatenated first layer and every trunk layer but the last),
+      before its LeakyReLU, as in DCGAN (Radford et al. 2016).
   """
   resolution: int = 28
   channels: int = 1
@@ -281,6 +309,7 @@ class DCGANGenerator(nn.Module):
   small: bool = True
   width: int = 128
   latent_dim: int = 128
+  norm: str = "none"
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array) -> jax.Array:
@@ -300,7 +329,12 @@ class DCGANGenerator(nn.Module):
     if labels.shape != z.shape[:1]:
       raise ValueError(
           f"DCGANGenerator: labels must have shape {z.shape[:1]}, got {labels.shape}")
+    if self.norm not in G_NORM_MODES:
+      raise UnsupportedModelError(
+          f"DCGAN: generator norm must be one of {G_NORM_MODES}, got {self.norm!r}")
     table = _generator_table(self.resolution, self.small, self.width, self.channels)
+    normed = (lambda h, name: BatchStatNorm(name=name)(h)) if self.norm == "batch" else (
+        lambda h, name: h)
 
     # Both inputs enter as 1×1 images so that the first layer is a transposed conv.
     x = z[:, None, None, :]
@@ -308,15 +342,31 @@ class DCGANGenerator(nn.Module):
     f = table.first
     x = _deconv(f.features, f.kernel, f.stride, f.padding, name="deconv1_1")(x)
     y = _deconv(f.features, f.kernel, f.stride, f.padding, name="deconv1_2")(y)
-    x = jnp.concatenate([_leaky_relu(x), _leaky_relu(y)], axis=-1)
+    x = _leaky_relu(normed(jnp.concatenate([x, y], axis=-1), "norm1"))
 
     last = len(table.trunk) - 1
     for i, layer in enumerate(table.trunk):
       x = _deconv(layer.features, layer.kernel, layer.stride, layer.padding,
                   name=f"deconv{i + 2}")(x)
       if i < last:
-        x = _leaky_relu(x)
+        x = _leaky_relu(normed(x, f"norm{i + 2}"))
     return (jnp.tanh(x) + 1.0) * 0.5
+
+
+# How the discriminator sees the label (dpgan.d_label).
+D_LABEL_MODES = ("planes", "embedding", "projection")
+
+
+def _label_embedding_init(taps: int, fan_in: int):
+  """Init of the 'embedding' label branch: distributed as the interior value of the
+  upstream label branch, a sum of `taps` kernel taps plus a bias, each U(-b, b) with
+  b = 1/sqrt(fan_in) (PyTorch's Conv2d default)."""
+  base = init.torch_uniform(fan_in)
+
+  def initializer(key, shape, dtype=jnp.float32):
+    return jnp.sum(base(key, (taps + 1,) + tuple(shape), dtype), axis=0)
+
+  return initializer
 
 
 class DCGANDiscriminator(nn.Module):
@@ -329,12 +379,24 @@ class DCGANDiscriminator(nn.Module):
     num_classes: number of labels L.
     small: for resolution 32, DC32Small (True) or DC32 (False); unused for 28.
     width: d (even); each first-layer branch has d/2 channels.
+    label_mode: how the label enters (D_LABEL_MODES):
+      'planes' (upstream): the first layer's label branch convolves L constant one-hot
+        planes at full resolution (`conv1_2`, k x k x L x d/2 weights).
+      'embedding': the label branch is a learned vector of d/2 channels per class
+        (`label_embed`), broadcast over the first layer's output grid. That is what
+        'planes' computes away from the image border (a convolution of constant planes
+        is constant), without the convolution: ~15% fewer D FLOPs at d = 32.
+      'projection' (Miyato & Koyama 2018, DPImageBench's D): no label branch (the image
+        branch `conv1_1` has all d channels); the logit gains <e_y, sum of the features
+        entering the last layer over positions>, with a learned e_y per class
+        (`label_embed`, PyTorch Linear init with the last layer's fan-in).
   """
   resolution: int = 28
   channels: int = 1
   num_classes: int = 10
   small: bool = True
   width: int = 128
+  label_mode: str = "planes"
 
   @nn.compact
   def __call__(self, x: jax.Array, labels: jax.Array) -> jax.Array:
@@ -359,27 +421,48 @@ class DCGANDiscriminator(nn.Module):
     if labels.shape != x.shape[:1]:
       raise ValueError(
           f"DCGANDiscriminator: labels must have shape {x.shape[:1]}, got {labels.shape}")
+    if self.label_mode not in D_LABEL_MODES:
+      raise UnsupportedModelError(
+          f"DCGAN: discriminator label_mode must be one of {D_LABEL_MODES}, got "
+          f"{self.label_mode!r}")
     table = _discriminator_table(self.resolution, self.small, self.width)
 
     batch, height, width = x.shape[:3]
-    one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)
-    y = jnp.broadcast_to(one_hot[:, None, None, :],
-                         (batch, height, width, self.num_classes))
     f = table.first
-    h = init.torch_conv(x.shape[-1], f.features, f.kernel, f.stride, f.padding,
-                        name="conv1_1")(x)
-    y = init.torch_conv(y.shape[-1], f.features, f.kernel, f.stride, f.padding,
-                        name="conv1_2")(y)
-    h = jnp.concatenate([_leaky_relu(h), _leaky_relu(y)], axis=-1)
+    if self.label_mode == "projection":
+      h = _leaky_relu(init.torch_conv(x.shape[-1], 2 * f.features, f.kernel, f.stride,
+                                      f.padding, name="conv1_1")(x))
+    else:
+      h = init.torch_conv(x.shape[-1], f.features, f.kernel, f.stride, f.padding,
+                          name="conv1_1")(x)
+      if self.label_mode == "planes":
+        one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)
+        y = jnp.broadcast_to(one_hot[:, None, None, :],
+                             (batch, height, width, self.num_classes))
+        y = init.torch_conv(y.shape[-1], f.features, f.kernel, f.stride, f.padding,
+                            name="conv1_2")(y)
+      else:
+        e = nn.Embed(self.num_classes, f.features, name="label_embed",
+                     embedding_init=_label_embedding_init(
+                         f.kernel * f.kernel, self.num_classes * f.kernel * f.kernel))(labels)
+        y = jnp.broadcast_to(e[:, None, None, :], h.shape[:3] + (f.features,))
+      h = jnp.concatenate([_leaky_relu(h), _leaky_relu(y)], axis=-1)
 
     last = len(table.trunk) - 1
     for i, layer in enumerate(table.trunk):
+      features = h
       h = init.torch_conv(h.shape[-1], layer.features, layer.kernel, layer.stride,
                           layer.padding, name=f"conv{i + 2}")(h)
       if i < last:
         h = _leaky_relu(h)
     # The last layer leaves (B, 1, 1, 1); reshape keeps the batch axis even for B = 1.
-    return h.reshape(batch)
+    logits = h.reshape(batch)
+    if self.label_mode == "projection":
+      fan_in = features.shape[-1] * table.trunk[-1].kernel ** 2
+      e = nn.Embed(self.num_classes, features.shape[-1], name="label_embed",
+                   embedding_init=init.torch_uniform(fan_in))(labels)
+      logits = logits + jnp.sum(e * jnp.sum(features, axis=(1, 2)), axis=-1)
+    return logits
 
 
 def make_dcgan(
@@ -391,6 +474,8 @@ def make_dcgan(
     g_width: int = 128,
     d_width: int = 128,
     latent_dim: int = 128,
+    d_label: str = "planes",
+    g_norm: str = "none",
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
   """Builds the dpgan-revisit generator and discriminator (docs/methods/dpgan.md §1).
 
@@ -406,6 +491,8 @@ def make_dcgan(
     g_width: generator width d.
     d_width: discriminator width d (even).
     latent_dim: dimension of z.
+    d_label: how D sees the label, one of D_LABEL_MODES ('planes': upstream).
+    g_norm: the generator's normalisation, one of G_NORM_MODES ('none': upstream).
 
   Returns:
     (generator, discriminator), unbound Flax modules.
@@ -418,13 +505,19 @@ def make_dcgan(
                       ("latent_dim", latent_dim)):
     if value < 1:
       raise UnsupportedModelError(f"DCGAN: {what} must be positive, got {value}")
+  if d_label not in D_LABEL_MODES:
+    raise UnsupportedModelError(
+        f"DCGAN: d_label must be one of {D_LABEL_MODES}, got {d_label!r}")
+  if g_norm not in G_NORM_MODES:
+    raise UnsupportedModelError(
+        f"DCGAN: g_norm must be one of {G_NORM_MODES}, got {g_norm!r}")
   # Build both tables now so that configuration errors surface before any tracing.
   _generator_table(resolution, small, g_width, channels)
   _discriminator_table(resolution, small, d_width)
   generator = DCGANGenerator(resolution=resolution, channels=channels,
                              num_classes=num_classes, small=small, width=g_width,
-                             latent_dim=latent_dim)
+                             latent_dim=latent_dim, norm=g_norm)
   discriminator = DCGANDiscriminator(resolution=resolution, channels=channels,
                                      num_classes=num_classes, small=small,
-                                     width=d_width)
+                                     width=d_width, label_mode=d_label)
   return generator, discriminator
