@@ -95,6 +95,8 @@ def privacy_fields(config, num_examples: int) -> dict:
                 clip_norm=config.privacy.clip_norm,
                 expected_real_batch_size=sampling_rate(bsz, num_examples) * num_examples,
                 fake_batch_size=fake_batch_size(bsz, num_examples, config.dpgan.num_fakes),
+                g_batch_size=int(config.dpgan.g_batch_size or
+                                 fake_batch_size(bsz, num_examples, config.dpgan.num_fakes)),
                 gradient_divisor=dp_divisor(bsz, num_examples, config.dpgan.num_fakes),
                 mechanism="DP-SGD on D: per-example clipping of real and fake examples, "
                           "one Gaussian draw per D step (Poisson-subsampled Gaussian)",
@@ -134,6 +136,8 @@ def validate(config, spec) -> None:
   require(g.num_fakes >= 0, f"dpgan.num_fakes must be >= 0 (0: round(qN)), got {g.num_fakes}.")
   require(g.g_norm in dcgan.G_NORM_MODES,
           f"dpgan.g_norm must be one of {dcgan.G_NORM_MODES}, got {g.g_norm!r}.")
+  require(g.g_batch_size >= 0,
+          f"dpgan.g_batch_size must be >= 0 (0: the fakes per D step), got {g.g_batch_size}.")
   require(g.d_label in dcgan.D_LABEL_MODES,
           f"dpgan.d_label must be one of {dcgan.D_LABEL_MODES}, got {g.d_label!r}.")
   require(config.privacy.clipping == "flat",
@@ -242,6 +246,7 @@ class DPGAN(base.Method):
     self.loss = g.loss
     self.ema = float(g.g_ema_decay)
     self.probe_size = int(g.probe_batch_size or bsz)
+    self.g_batch = int(g.g_batch_size or self.num_fakes)
     self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=1e-8)
     self.d_tx = optax.adam(g.d_lr, b1=g.d_beta1, b2=g.d_beta2, eps=1e-8)
     self.clip = clipping.ClippingSpec(clip_norm=config.privacy.clip_norm)
@@ -349,7 +354,7 @@ class DPGAN(base.Method):
     acc_fake = jnp.mean(self._d_apply(state.d_params, x_probe, y_probe) < 0)
 
     def g_loss(g_params):
-      x, y = self._fakes(g_params, k_g, self.num_fakes)
+      x, y = self._fakes(g_params, k_g, self.g_batch)
       return g_loss_from_logits(self.loss, self._d_apply(state.d_params, x, y))
 
     loss, grad = jax.value_and_grad(g_loss)(state.g_params)

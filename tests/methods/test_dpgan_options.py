@@ -114,6 +114,26 @@ def test_num_fakes_sets_the_fake_rows_and_the_divisor():
   assert x.shape == (5, 28, 28, 1)
 
 
+def test_g_batch_size_sets_the_generator_step_batch_only():
+  mesh = parallel.make_mesh()
+  default = dpgan.build(_smoke(**{"dpgan.num_fakes": 6}), SPEC, mesh)
+  assert default.g_batch == 6  # 0: as many as the fakes per D step (upstream)
+  c = _smoke(**{"dpgan.num_fakes": 6, "dpgan.g_batch_size": 11})
+  method = dpgan.build(c, SPEC, mesh)
+  assert (method.num_fakes, method.g_batch, method.divisor) == (6, 11, 32 + 6)
+  assert dpgan.privacy_fields(c, 60_000)["g_batch_size"] == 11
+  seen = []
+  real_fakes = method._fakes
+
+  def spy(g_params, key, n):
+    seen.append(n)
+    return real_fakes(g_params, key, n)
+
+  method._fakes = spy
+  method._g_update(method.init(rng.make_key(0)), rng.make_key(1))
+  assert seen == [method.probe_size, 11]  # the probe, then the G step's batch
+
+
 def test_probe_batch_size_zero_means_the_batch_size():
   assert dpgan.build(_smoke(), SPEC, parallel.make_mesh()).probe_size == 32
   c = _smoke(**{"dpgan.probe_batch_size": 8})
@@ -150,6 +170,7 @@ def test_label_mode_reaches_the_discriminator_and_a_private_d_step_runs(mode):
     ("d_beta2", -0.1, r"dpgan.d_beta2 must be in \[0, 1\), got -0.1"),
     ("g_ema_decay", 1.0, r"dpgan.g_ema_decay must be in \[0, 1\)"),
     ("num_fakes", -1, r"dpgan.num_fakes must be >= 0"),
+    ("g_batch_size", -2, r"dpgan.g_batch_size must be >= 0"),
     ("d_label", "onehot", r"dpgan.d_label must be one of .*got 'onehot'"),
     ("g_norm", "layer", r"dpgan.g_norm must be one of .*got 'layer'"),
     ("g_lr", 0.0, r"dpgan.g_lr and dpgan.d_lr must be positive"),
@@ -164,6 +185,6 @@ def test_paper_presets_keep_the_upstream_recipe(name):
   g = helpers.config(name, "paper").dpgan
   assert (g.loss, g.g_lr, g.d_lr) == ("bce", 2e-4, 2e-4)
   assert (g.g_beta1, g.g_beta2, g.d_beta1, g.d_beta2) == (0.5, 0.999, 0.5, 0.999)
-  assert (g.g_ema_decay, g.num_fakes, g.probe_batch_size) == (0.0, 0, 0)
+  assert (g.g_ema_decay, g.num_fakes, g.probe_batch_size, g.g_batch_size) == (0.0, 0, 0, 0)
   assert (g.d_label, g.g_norm) == ("planes", "none")
   assert (g.g_width, g.d_width, g.latent_dim) == (128, 128, 128)
