@@ -54,6 +54,7 @@ def paper_config(name: str) -> ml_collections.ConfigDict:
   c.dpgan.g_ema_decay = 0.0
   c.dpgan.num_fakes = 0  # fakes per D step and G batch; 0: round(qN), as upstream
   c.dpgan.g_batch_size = 0  # fakes per G step; 0: num_fakes' value, as upstream
+  c.dpgan.g_steps_per_cycle = 1  # G steps after every n_D D steps (upstream: 1)
   c.dpgan.latent_dim = 128
   c.dpgan.g_width = 128
   c.dpgan.d_width = 128

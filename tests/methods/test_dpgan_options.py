@@ -134,6 +134,30 @@ def test_g_batch_size_sets_the_generator_step_batch_only():
   assert seen == [method.probe_size, 11]  # the probe, then the G step's batch
 
 
+def test_g_steps_per_cycle_takes_that_many_generator_steps_against_the_same_d():
+  c = _smoke(**{"dpgan.g_steps_per_cycle": 2, "dpgan.g_ema_decay": 0.5})
+  method = dpgan.build(c, SPEC, parallel.make_mesh())
+  state = method.init(rng.make_key(0))
+  key = rng.make_key(1)
+  after = method._g_update(state, key)
+  assert int(after.g_steps) == 2 and int(after.since_g) == 0
+  # By hand: the same key split as the method, two Adam steps on the G loss, EMA twice.
+  _, k_g = jax.random.split(key)
+  params, opt, ema = state.g_params, state.g_opt, state.ema_g_params
+  for t, k in enumerate(jax.random.split(k_g, 2)):
+    def loss(p, k=k):
+      x, y = method._fakes(p, k, method.g_batch)
+      return jnp.mean(jax.nn.softplus(-method._d_apply(state.d_params, x, y)))  # BCE G loss
+    upd, opt = method.g_tx.update(jax.grad(loss)(params), opt, params)
+    params = optax.apply_updates(params, upd)
+    decay = min(0.5, (1 + t) / (10 + t))
+    ema = jax.tree.map(lambda e, p, d=decay: d * e + (1 - d) * p, ema, params)
+  for a, b in zip(jax.tree.leaves(after.g_params), jax.tree.leaves(params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  for a, b in zip(jax.tree.leaves(after.ema_g_params), jax.tree.leaves(ema)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
 def test_probe_batch_size_zero_means_the_batch_size():
   assert dpgan.build(_smoke(), SPEC, parallel.make_mesh()).probe_size == 32
   c = _smoke(**{"dpgan.probe_batch_size": 8})
@@ -171,6 +195,7 @@ def test_label_mode_reaches_the_discriminator_and_a_private_d_step_runs(mode):
     ("g_ema_decay", 1.0, r"dpgan.g_ema_decay must be in \[0, 1\)"),
     ("num_fakes", -1, r"dpgan.num_fakes must be >= 0"),
     ("g_batch_size", -2, r"dpgan.g_batch_size must be >= 0"),
+    ("g_steps_per_cycle", 0, r"dpgan.g_steps_per_cycle must be >= 1, got 0"),
     ("d_label", "onehot", r"dpgan.d_label must be one of .*got 'onehot'"),
     ("g_norm", "layer", r"dpgan.g_norm must be one of .*got 'layer'"),
     ("g_lr", 0.0, r"dpgan.g_lr and dpgan.d_lr must be positive"),
@@ -186,5 +211,5 @@ def test_paper_presets_keep_the_upstream_recipe(name):
   assert (g.loss, g.g_lr, g.d_lr) == ("bce", 2e-4, 2e-4)
   assert (g.g_beta1, g.g_beta2, g.d_beta1, g.d_beta2) == (0.5, 0.999, 0.5, 0.999)
   assert (g.g_ema_decay, g.num_fakes, g.probe_batch_size, g.g_batch_size) == (0.0, 0, 0, 0)
-  assert (g.d_label, g.g_norm) == ("planes", "none")
+  assert (g.d_label, g.g_norm, g.g_steps_per_cycle) == ("planes", "none", 1)
   assert (g.g_width, g.d_width, g.latent_dim) == (128, 128, 128)
