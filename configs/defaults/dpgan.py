@@ -40,9 +40,18 @@ def paper_config(dataset: str, *, batch_size: int, num_steps: int, d_steps_per_g
   # at the t-th G step.
   c.dpgan.g_ema_decay = 0.0
   c.dpgan.num_fakes = 0  # fakes per D step and G batch; 0: round(qN), as upstream
+  c.dpgan.g_batch_size = 0  # fakes per G step; 0: num_fakes' value, as upstream
+  c.dpgan.g_steps_per_cycle = 1  # G steps after every n_D D steps (upstream: 1)
   c.dpgan.latent_dim = 128
   c.dpgan.g_width = 128
   c.dpgan.d_width = 128
+  # How D sees the label: 'planes' (upstream: a convolution of one-hot planes),
+  # 'embedding' (a learned per-class bias map, no convolution) or 'projection'
+  # (Miyato & Koyama's projection head); see models/dcgan.py.
+  c.dpgan.d_label = "planes"
+  # The generator's normalisation: 'none' (upstream) or 'batch' (batch statistics in
+  # training and sampling, no running averages; see models/dcgan.py).
+  c.dpgan.g_norm = "none"
   c.dpgan.small = True  # CelebA: DC32Small, as both upstream CelebA configs
   c.dpgan.probe_batch_size = 0  # 0: bsz, as upstream (dpgan.md §7 #7)
 

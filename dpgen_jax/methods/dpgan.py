@@ -95,9 +95,10 @@ def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDecl
   bsz, g = config.train.batch_size, config.dpgan
   q = sampling_rate(bsz, num_examples)
   mech = mechanism(sigma, config.privacy.clip_norm, bsz, num_examples, g.num_fakes)
+  fakes = fake_batch_size(bsz, num_examples, g.num_fakes)
   fields = lambda: dict(sampling_rate=q, noise_multiplier=sigma if config.privacy.enabled else None,
                 clip_norm=config.privacy.clip_norm, expected_real_batch_size=q * num_examples,
-                fake_batch_size=fake_batch_size(bsz, num_examples, g.num_fakes),
+                fake_batch_size=fakes, g_batch_size=int(g.g_batch_size or fakes),
                 gradient_divisor=mech.divisor,
                 mechanism="DP-SGD on D: per-example clipping of real and fake examples, "
                           "one Gaussian draw per D step (Poisson-subsampled Gaussian)",
@@ -135,6 +136,14 @@ def validate(config, spec) -> None:
   require(0.0 <= g.g_ema_decay < 1.0,
           f"dpgan.g_ema_decay must be in [0, 1) (0: no average), got {g.g_ema_decay}.")
   require(g.num_fakes >= 0, f"dpgan.num_fakes must be >= 0 (0: round(qN)), got {g.num_fakes}.")
+  require(g.g_norm in dcgan.G_NORM_MODES,
+          f"dpgan.g_norm must be one of {dcgan.G_NORM_MODES}, got {g.g_norm!r}.")
+  require(g.g_steps_per_cycle >= 1,
+          f"dpgan.g_steps_per_cycle must be >= 1, got {g.g_steps_per_cycle}.")
+  require(g.g_batch_size >= 0,
+          f"dpgan.g_batch_size must be >= 0 (0: the fakes per D step), got {g.g_batch_size}.")
+  require(g.d_label in dcgan.D_LABEL_MODES,
+          f"dpgan.d_label must be one of {dcgan.D_LABEL_MODES}, got {g.d_label!r}.")
   require(config.privacy.clipping == "flat",
           "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
   if spec is None:
@@ -223,7 +232,7 @@ class DPGAN(protocol.Method):
     h, _, c = spec.example_shape
     self.generator, self.discriminator = dcgan.make_dcgan(
         h, c, spec.num_classes, small=g.small, g_width=g.g_width, d_width=g.d_width,
-        latent_dim=g.latent_dim)
+        latent_dim=g.latent_dim, d_label=g.d_label, g_norm=g.g_norm)
     n, bsz = spec.num_train, config.train.batch_size
     self.q = sampling_rate(bsz, n)
     self.num_fakes = fake_batch_size(bsz, n, g.num_fakes)
@@ -231,6 +240,8 @@ class DPGAN(protocol.Method):
     self.loss = g.loss
     self.ema = float(g.g_ema_decay)
     self.probe_size = int(g.probe_batch_size or bsz)
+    self.g_batch = int(g.g_batch_size or self.num_fakes)
+    self.g_per_cycle = int(g.g_steps_per_cycle)
     self.g_tx = optax.adam(g.g_lr, b1=g.g_beta1, b2=g.g_beta2, eps=1e-8)
     self.d_tx = optax.adam(g.d_lr, b1=g.d_beta1, b2=g.d_beta2, eps=1e-8)
     self.clip = clipping.ClippingSpec(clip_norm=plan.clip_norm)
@@ -327,28 +338,36 @@ class DPGAN(protocol.Method):
     return d_params, d_opt, metrics
 
   def _g_update(self, state: DPGANState, key) -> DPGANState:
-    """The probe, the non-private G step and the n_D schedule (dpgan.md §2.7)."""
+    """The probe, the non-private G step(s) and the n_D schedule (dpgan.md §2.7).
+
+    With dpgan.g_steps_per_cycle = k > 1, k G steps (fresh fakes each, the same D)
+    follow every n_D D steps; the n_D schedule still sees one probe per cycle.
+    """
     g = self.config.dpgan
     k_probe, k_g = jax.random.split(key)
     x_probe, y_probe = self._fakes(state.g_params, k_probe, self.probe_size)
     acc_fake = jnp.mean(self._d_apply(state.d_params, x_probe, y_probe) < 0)
 
-    def g_loss(g_params):
-      x, y = self._fakes(g_params, k_g, self.num_fakes)
+    def g_loss(g_params, k):
+      x, y = self._fakes(g_params, k, self.g_batch)
       return g_loss_from_logits(self.loss, self._d_apply(state.d_params, x, y))
 
-    loss, grad = jax.value_and_grad(g_loss)(state.g_params)
-    updates, g_opt = self.g_tx.update(grad, state.g_opt, state.g_params)
+    g_params, g_opt, ema_g, g_steps = (state.g_params, state.g_opt, state.ema_g_params,
+                                       state.g_steps)
+    keys = [k_g] if self.g_per_cycle == 1 else list(jax.random.split(k_g, self.g_per_cycle))
+    for k in keys:
+      loss, grad = jax.value_and_grad(g_loss)(g_params, k)
+      updates, g_opt = self.g_tx.update(grad, g_opt, g_params)
+      g_params = optax.apply_updates(g_params, updates)
+      if self.ema:
+        decay = ema_decay(g_steps, self.ema)
+        ema_g = jax.tree.map(lambda e, p, d=decay: d * e + (1.0 - d) * p, ema_g, g_params)
+      g_steps = g_steps + 1
     nd_index, ema, at_nd = adaptive_nd_update(
         state.nd_index, state.ema_acc_fake, state.g_steps_at_nd, acc_fake, state.g_steps == 0,
         beta=g.ds_beta, threshold=g.ds_threshold, grace=g.ds_grace, adaptive=bool(g.adaptive))
-    g_params = optax.apply_updates(state.g_params, updates)
-    ema_g = state.ema_g_params
-    if self.ema:
-      decay = ema_decay(state.g_steps, self.ema)
-      ema_g = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_g, g_params)
     return state.replace(g_params=g_params, g_opt=g_opt, ema_g_params=ema_g,
-                         since_g=jnp.zeros_like(state.since_g), g_steps=state.g_steps + 1,
+                         since_g=jnp.zeros_like(state.since_g), g_steps=g_steps,
                          nd_index=nd_index, ema_acc_fake=ema, g_steps_at_nd=at_nd,
                          last_g_loss=loss)
 

@@ -22,6 +22,7 @@ Layout is NHWC. Layer names follow upstream (`deconv1_1`, `deconv1_2`, `deconv2`
 state dicts (Flax transposed-conv kernels are PyTorch's flipped spatially).
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -109,56 +110,181 @@ def _leaky_relu(x: jax.Array) -> jax.Array:
   return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
-class ScatterConvTranspose(nn.ConvTranspose):
-  """`nn.ConvTranspose` (2-D, explicit padding, transpose_kernel=False) by matmul + adds.
+def _phase_taps(kernel: int, stride: int, padding: int) -> list[list[tuple[int, int]]]:
+  """For each output phase r (outputs o = s*m + r) of a PyTorch ConvTranspose(k, s, p):
+  the (tap a, input offset d) pairs with out[s*m + r] = sum_a x[m + d] W_torch[a].
+
+  Input pixel i sends x_i W_torch[a] to output s*i - p + a, so a tap serves phase r
+  when a = r + p (mod s), from input i = m + (r + p - a) / s. Within a phase the
+  offsets are consecutive integers (a steps by s).
+  """
+  return [[(a, (r + padding - a) // stride) for a in range(kernel)
+           if (a - r - padding) % stride == 0] for r in range(stride)]
+
+
+def _phase_geometry(size: int, kernel: int, stride: int, padding: int):
+  """(output size, outputs per phase M, taps per phase, left pad, right pad) of one axis."""
+  out = (size - 1) * stride - 2 * padding + kernel
+  m = -(-out // stride)
+  phases = _phase_taps(kernel, stride, padding)
+  offsets = [d for taps in phases for _, d in taps] or [0]
+  left = max(0, -min(offsets))
+  right = max(0, m - 1 + max(offsets) - (size - 1))
+  return out, m, phases, left, right
+
+
+def _interleave(phase_outputs, geometry_h, geometry_w):
+  """phase_outputs[rh][rw] (B, Mh, Mw, O) -> (B, Ho, Wo, O) with out[s m + r] = phase r."""
+  (out_h, m_h, _, _, _), (out_w, m_w, _, _, _) = geometry_h, geometry_w
+  rows = [jnp.stack(row, axis=3) for row in phase_outputs]  # (B, Mh, Mw, sw, O)
+  full = jnp.stack(rows, axis=2)  # (B, Mh, sh, Mw, sw, O)
+  b, o = full.shape[0], full.shape[-1]
+  full = full.reshape(b, m_h * len(phase_outputs), m_w * len(phase_outputs[0]), o)
+  return full[:, :out_h, :out_w]
+
+
+def _deconv_by_taps(x, w_torch, strides, padding):
+  """Every input pixel times every tap in one matmul, then each output phase is a sum of
+  shifted slices of those products. Exact transposed-conv FLOPs; its gradients are
+  matmuls and slices."""
+  b, h, w, c = x.shape
+  kh, kw, _, o = w_torch.shape
+  gh = _phase_geometry(h, kh, strides[0], padding[0])
+  gw = _phase_geometry(w, kw, strides[1], padding[1])
+  flat = w_torch.transpose(2, 0, 1, 3).reshape(c, kh * kw * o)
+  taps = (x.reshape(b * h * w, c) @ flat).reshape(b, h, w, kh, kw, o)
+  taps = jnp.pad(taps, ((0, 0), gh[3:5], gw[3:5], (0, 0), (0, 0), (0, 0)))
+  out = []
+  for phase_h in gh[2]:
+    row = []
+    for phase_w in gw[2]:
+      acc = jnp.zeros((b, gh[1], gw[1], o), x.dtype)
+      for a, dh in phase_h:
+        for c_, dw in phase_w:
+          acc = acc + taps[:, dh + gh[3]:dh + gh[3] + gh[1], dw + gw[3]:dw + gw[3] + gw[1], a, c_]
+      row.append(acc)
+    out.append(row)
+  return _interleave(out, gh, gw)
+
+
+def _deconv_by_convs(x, w_torch, strides, padding):
+  """One stride-1 VALID convolution per output phase (sub-kernel of that phase's taps),
+  then interleaved: no product tensor is materialised (the faster forward when the
+  layer has many output channels)."""
+  b, h, w, _ = x.shape
+  kh, kw, _, o = w_torch.shape
+  gh = _phase_geometry(h, kh, strides[0], padding[0])
+  gw = _phase_geometry(w, kw, strides[1], padding[1])
+  xp = jnp.pad(x, ((0, 0), gh[3:5], gw[3:5], (0, 0)))
+  out = []
+  for phase_h in gh[2]:
+    row = []
+    for phase_w in gw[2]:
+      if not phase_h or not phase_w:
+        row.append(jnp.zeros((b, gh[1], gw[1], o), x.dtype))
+        continue
+      # Offsets ascending (taps descending), so the sub-kernel is a correlation.
+      th = sorted(phase_h, key=lambda t: t[1])
+      tw = sorted(phase_w, key=lambda t: t[1])
+      sub = w_torch[jnp.array([a for a, _ in th])][:, jnp.array([a for a, _ in tw])]
+      start_h, start_w = th[0][1] + gh[3], tw[0][1] + gw[3]
+      window = xp[:, start_h:start_h + gh[1] + len(th) - 1,
+                  start_w:start_w + gw[1] + len(tw) - 1]
+      row.append(jax.lax.conv_general_dilated(window, sub, (1, 1), "VALID",
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    out.append(row)
+  return _interleave(out, gh, gw)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _phase_deconv(x, w_torch, strides, padding, conv_forward):
+  if conv_forward:
+    return _deconv_by_convs(x, w_torch, strides, padding)
+  return _deconv_by_taps(x, w_torch, strides, padding)
+
+
+def _phase_deconv_fwd(x, w_torch, strides, padding, conv_forward):
+  return _phase_deconv(x, w_torch, strides, padding, conv_forward), (x, w_torch)
+
+
+def _phase_deconv_bwd(strides, padding, conv_forward, residuals, grad):
+  del conv_forward  # both forwards compute the same function
+  x, w_torch = residuals
+  _, vjp = jax.vjp(lambda x, w: _deconv_by_taps(x, w, strides, padding), x, w_torch)
+  return vjp(grad)
+
+
+_phase_deconv.defvjp(_phase_deconv_fwd, _phase_deconv_bwd)
+
+
+class PhaseConvTranspose(nn.ConvTranspose):
+  """`nn.ConvTranspose` (2-D, PyTorch-style explicit padding) by output phases.
 
   Same parameters ('kernel' (kh, kw, in, out), 'bias'), initialisation and outputs as
-  the `nn.ConvTranspose` of `init.torch_conv_transpose`, computed differently: every
-  input pixel times the spatially flipped kernel (one matmul), then each of the kh*kw
-  taps is added into the output at stride s (interior padding), then cropped. Its
-  gradients are matmuls and strided slices; XLA:CPU's gradient of the lhs-dilated
-  convolution w.r.t. the kernel is ~30x slower (7.7 of the 8 s of a generator step of
-  the MNIST paper model at batch 128 on 2 CPU cores).
+  the `nn.ConvTranspose` of `init.torch_conv_transpose`.
+  A stride-s transposed convolution is s*s ordinary convolutions, one per output phase
+  (out[s m + r]), each using only the taps of its phase; their outputs are interleaved.
+  The forward runs those stride-1 convolutions (or, for layers with few output channels
+  or a 1x1 input, the matmul-and-slices form), and the backward is always the gradient
+  of the matmul-and-slices form (`_deconv_by_taps`): matmuls and slices only (XLA:CPU's
+  gradient of an lhs-dilated convolution w.r.t. its kernel, i.e. of `nn.ConvTranspose`,
+  is ~30x slower). Measured on one CPU core, batch 1024, the width-32 MNIST generator:
+  forward 0.10 s and forward + backward 0.43 s, against 0.16 s and 1.7-2.6 s for the
+  previous implementation (every tap added into the output with interior padding).
   """
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
     if inputs.ndim != 4 or self.transpose_kernel or isinstance(self.padding, str):
-      raise ValueError("ScatterConvTranspose supports NHWC inputs with explicit padding")
+      raise ValueError("PhaseConvTranspose supports NHWC inputs with explicit padding")
     kh, kw = self.kernel_size
-    sh, sw = self.strides or (1, 1)
+    strides = tuple(self.strides or (1, 1))
     (lo_h, hi_h), (lo_w, hi_w) = self.padding
     if lo_h != hi_h or lo_w != hi_w or max(lo_h - (kh - 1), lo_w - (kw - 1)) > 0:
-      raise ValueError(f"ScatterConvTranspose needs PyTorch-style padding, got {self.padding}")
+      raise ValueError(f"PhaseConvTranspose needs PyTorch-style padding, got {self.padding}")
     kernel = self.param("kernel", self.kernel_init, (kh, kw, inputs.shape[-1], self.features),
                         self.param_dtype)
-    _, h, w, _ = inputs.shape
-    full_h, full_w = (h - 1) * sh + kh, (w - 1) * sw + kw
-    # PyTorch view: input pixel (i, j) adds x_ij W_torch[a, b] at (s i + a, s j + b),
-    # W_torch = the Flax kernel flipped spatially (see init.py).
-    taps = jnp.einsum("bhwc,xyco->bhwxyo", inputs, kernel[::-1, ::-1])
-    zero = jnp.zeros((), taps.dtype)
-    out = None
-    for a in range(kh):
-      for b in range(kw):
-        placed = jax.lax.pad(taps[:, :, :, a, b, :], zero,
-                             ((0, 0, 0), (a, kh - 1 - a, sh - 1), (b, kw - 1 - b, sw - 1),
-                              (0, 0, 0)))
-        out = placed if out is None else out + placed
-    ph, pw = kh - 1 - lo_h, kw - 1 - lo_w  # PyTorch's padding p: crop p on each side
-    out = out[:, ph:full_h - ph, pw:full_w - pw, :]
+    torch_padding = (kh - 1 - lo_h, kw - 1 - lo_w)
+    conv_forward = self.features >= 8 and inputs.shape[1] * inputs.shape[2] > 1
+    # PyTorch's kernel is the Flax kernel flipped spatially (see init.py).
+    out = _phase_deconv(inputs, kernel[::-1, ::-1], strides, torch_padding, conv_forward)
     if self.use_bias:
       out = out + self.param("bias", self.bias_init, (self.features,), self.param_dtype)
     return out
 
 
 def _deconv(features: int, kernel: int, stride: int, padding: int,
-            name: str) -> ScatterConvTranspose:
-  """`init.torch_conv_transpose` (same init and semantics), computed by ScatterConvTranspose."""
+            name: str) -> PhaseConvTranspose:
+  """`init.torch_conv_transpose` (same init and semantics), computed by PhaseConvTranspose."""
   m = init.torch_conv_transpose(features, kernel, stride, padding)
-  return ScatterConvTranspose(features=m.features, kernel_size=m.kernel_size, strides=m.strides,
-                              padding=m.padding, use_bias=m.use_bias, kernel_init=m.kernel_init,
-                              bias_init=m.bias_init, name=name)
+  return PhaseConvTranspose(features=m.features, kernel_size=m.kernel_size, strides=m.strides,
+                            padding=m.padding, use_bias=m.use_bias, kernel_init=m.kernel_init,
+                            bias_init=m.bias_init, name=name)
+
+
+# Normalisation of the generator's hidden layers (dpgan.g_norm).
+G_NORM_MODES = ("none", "batch")
+
+
+class BatchStatNorm(nn.Module):
+  """Batch normalisation that always uses the current batch's statistics.
+
+  y = (x - mean) / sqrt(var + eps) * scale + bias, mean and (biased) variance per
+  channel over the batch and spatial axes; scale starts at 1, bias at 0. There are no
+  running averages, so the module is a pure function of its parameters and the batch
+  (samples are drawn the same way, in batches: `eval.batch_size`). Only for the
+  generator, which is trained without per-example clipping.
+  """
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
 class DCGANGenerator(nn.Module):
@@ -173,6 +299,9 @@ class DCGANGenerator(nn.Module):
       has a single architecture.
     width: d; the first layer has 2d (4d for DC32) channels per branch.
     latent_dim: dimension of z.
+    norm: 'none' (upstream: no normalisation) or 'batch': `BatchStatNorm` on every
+      hidden layer (the concatenated first layer and every trunk layer but the last),
+      before its LeakyReLU, as in DCGAN (Radford et al. 2016).
   """
   resolution: int = 28
   channels: int = 1
@@ -180,6 +309,7 @@ class DCGANGenerator(nn.Module):
   small: bool = True
   width: int = 128
   latent_dim: int = 128
+  norm: str = "none"
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array) -> jax.Array:
@@ -199,7 +329,12 @@ class DCGANGenerator(nn.Module):
     if labels.shape != z.shape[:1]:
       raise ValueError(
           f"DCGANGenerator: labels must have shape {z.shape[:1]}, got {labels.shape}")
+    if self.norm not in G_NORM_MODES:
+      raise UnsupportedModelError(
+          f"DCGAN: generator norm must be one of {G_NORM_MODES}, got {self.norm!r}")
     table = _generator_table(self.resolution, self.small, self.width, self.channels)
+    normed = (lambda h, name: BatchStatNorm(name=name)(h)) if self.norm == "batch" else (
+        lambda h, name: h)
 
     # Both inputs enter as 1×1 images so that the first layer is a transposed conv.
     x = z[:, None, None, :]
@@ -207,15 +342,31 @@ class DCGANGenerator(nn.Module):
     f = table.first
     x = _deconv(f.features, f.kernel, f.stride, f.padding, name="deconv1_1")(x)
     y = _deconv(f.features, f.kernel, f.stride, f.padding, name="deconv1_2")(y)
-    x = jnp.concatenate([_leaky_relu(x), _leaky_relu(y)], axis=-1)
+    x = _leaky_relu(normed(jnp.concatenate([x, y], axis=-1), "norm1"))
 
     last = len(table.trunk) - 1
     for i, layer in enumerate(table.trunk):
       x = _deconv(layer.features, layer.kernel, layer.stride, layer.padding,
                   name=f"deconv{i + 2}")(x)
       if i < last:
-        x = _leaky_relu(x)
+        x = _leaky_relu(normed(x, f"norm{i + 2}"))
     return (jnp.tanh(x) + 1.0) * 0.5
+
+
+# How the discriminator sees the label (dpgan.d_label).
+D_LABEL_MODES = ("planes", "embedding", "projection")
+
+
+def _label_embedding_init(taps: int, fan_in: int):
+  """Init of the 'embedding' label branch: distributed as the interior value of the
+  upstream label branch, a sum of `taps` kernel taps plus a bias, each U(-b, b) with
+  b = 1/sqrt(fan_in) (PyTorch's Conv2d default)."""
+  base = init.torch_uniform(fan_in)
+
+  def initializer(key, shape, dtype=jnp.float32):
+    return jnp.sum(base(key, (taps + 1,) + tuple(shape), dtype), axis=0)
+
+  return initializer
 
 
 class DCGANDiscriminator(nn.Module):
@@ -228,12 +379,24 @@ class DCGANDiscriminator(nn.Module):
     num_classes: number of labels L.
     small: for resolution 32, DC32Small (True) or DC32 (False); unused for 28.
     width: d (even); each first-layer branch has d/2 channels.
+    label_mode: how the label enters (D_LABEL_MODES):
+      'planes' (upstream): the first layer's label branch convolves L constant one-hot
+        planes at full resolution (`conv1_2`, k x k x L x d/2 weights).
+      'embedding': the label branch is a learned vector of d/2 channels per class
+        (`label_embed`), broadcast over the first layer's output grid. That is what
+        'planes' computes away from the image border (a convolution of constant planes
+        is constant), without the convolution: ~15% fewer D FLOPs at d = 32.
+      'projection' (Miyato & Koyama 2018, DPImageBench's D): no label branch (the image
+        branch `conv1_1` has all d channels); the logit gains <e_y, sum of the features
+        entering the last layer over positions>, with a learned e_y per class
+        (`label_embed`, PyTorch Linear init with the last layer's fan-in).
   """
   resolution: int = 28
   channels: int = 1
   num_classes: int = 10
   small: bool = True
   width: int = 128
+  label_mode: str = "planes"
 
   @nn.compact
   def __call__(self, x: jax.Array, labels: jax.Array) -> jax.Array:
@@ -258,27 +421,48 @@ class DCGANDiscriminator(nn.Module):
     if labels.shape != x.shape[:1]:
       raise ValueError(
           f"DCGANDiscriminator: labels must have shape {x.shape[:1]}, got {labels.shape}")
+    if self.label_mode not in D_LABEL_MODES:
+      raise UnsupportedModelError(
+          f"DCGAN: discriminator label_mode must be one of {D_LABEL_MODES}, got "
+          f"{self.label_mode!r}")
     table = _discriminator_table(self.resolution, self.small, self.width)
 
     batch, height, width = x.shape[:3]
-    one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)
-    y = jnp.broadcast_to(one_hot[:, None, None, :],
-                         (batch, height, width, self.num_classes))
     f = table.first
-    h = init.torch_conv(x.shape[-1], f.features, f.kernel, f.stride, f.padding,
-                        name="conv1_1")(x)
-    y = init.torch_conv(y.shape[-1], f.features, f.kernel, f.stride, f.padding,
-                        name="conv1_2")(y)
-    h = jnp.concatenate([_leaky_relu(h), _leaky_relu(y)], axis=-1)
+    if self.label_mode == "projection":
+      h = _leaky_relu(init.torch_conv(x.shape[-1], 2 * f.features, f.kernel, f.stride,
+                                      f.padding, name="conv1_1")(x))
+    else:
+      h = init.torch_conv(x.shape[-1], f.features, f.kernel, f.stride, f.padding,
+                          name="conv1_1")(x)
+      if self.label_mode == "planes":
+        one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=x.dtype)
+        y = jnp.broadcast_to(one_hot[:, None, None, :],
+                             (batch, height, width, self.num_classes))
+        y = init.torch_conv(y.shape[-1], f.features, f.kernel, f.stride, f.padding,
+                            name="conv1_2")(y)
+      else:
+        e = nn.Embed(self.num_classes, f.features, name="label_embed",
+                     embedding_init=_label_embedding_init(
+                         f.kernel * f.kernel, self.num_classes * f.kernel * f.kernel))(labels)
+        y = jnp.broadcast_to(e[:, None, None, :], h.shape[:3] + (f.features,))
+      h = jnp.concatenate([_leaky_relu(h), _leaky_relu(y)], axis=-1)
 
     last = len(table.trunk) - 1
     for i, layer in enumerate(table.trunk):
+      features = h
       h = init.torch_conv(h.shape[-1], layer.features, layer.kernel, layer.stride,
                           layer.padding, name=f"conv{i + 2}")(h)
       if i < last:
         h = _leaky_relu(h)
     # The last layer leaves (B, 1, 1, 1); reshape keeps the batch axis even for B = 1.
-    return h.reshape(batch)
+    logits = h.reshape(batch)
+    if self.label_mode == "projection":
+      fan_in = features.shape[-1] * table.trunk[-1].kernel ** 2
+      e = nn.Embed(self.num_classes, features.shape[-1], name="label_embed",
+                   embedding_init=init.torch_uniform(fan_in))(labels)
+      logits = logits + jnp.sum(e * jnp.sum(features, axis=(1, 2)), axis=-1)
+    return logits
 
 
 def make_dcgan(
@@ -290,6 +474,8 @@ def make_dcgan(
     g_width: int = 128,
     d_width: int = 128,
     latent_dim: int = 128,
+    d_label: str = "planes",
+    g_norm: str = "none",
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
   """Builds the dpgan-revisit generator and discriminator (docs/methods/dpgan.md §1).
 
@@ -305,6 +491,8 @@ def make_dcgan(
     g_width: generator width d.
     d_width: discriminator width d (even).
     latent_dim: dimension of z.
+    d_label: how D sees the label, one of D_LABEL_MODES ('planes': upstream).
+    g_norm: the generator's normalisation, one of G_NORM_MODES ('none': upstream).
 
   Returns:
     (generator, discriminator), unbound Flax modules.
@@ -317,13 +505,19 @@ def make_dcgan(
                       ("latent_dim", latent_dim)):
     if value < 1:
       raise UnsupportedModelError(f"DCGAN: {what} must be positive, got {value}")
+  if d_label not in D_LABEL_MODES:
+    raise UnsupportedModelError(
+        f"DCGAN: d_label must be one of {D_LABEL_MODES}, got {d_label!r}")
+  if g_norm not in G_NORM_MODES:
+    raise UnsupportedModelError(
+        f"DCGAN: g_norm must be one of {G_NORM_MODES}, got {g_norm!r}")
   # Build both tables now so that configuration errors surface before any tracing.
   _generator_table(resolution, small, g_width, channels)
   _discriminator_table(resolution, small, d_width)
   generator = DCGANGenerator(resolution=resolution, channels=channels,
                              num_classes=num_classes, small=small, width=g_width,
-                             latent_dim=latent_dim)
+                             latent_dim=latent_dim, norm=g_norm)
   discriminator = DCGANDiscriminator(resolution=resolution, channels=channels,
                                      num_classes=num_classes, small=small,
-                                     width=d_width)
+                                     width=d_width, label_mode=d_label)
   return generator, discriminator

@@ -349,3 +349,133 @@ def test_vmap_grad_per_example_matches_loop(mnist):
   # The examples really differ, so the check above is not vacuous.
   leaf = per_example["params"]["conv2"]["kernel"]
   assert not np.allclose(leaf[0], leaf[1])
+
+
+# --- Discriminator label modes (dpgan.d_label) ------------------------------------------
+
+
+def _small_d(mode, seed=0, batch=3):
+  _, d = make_dcgan(28, 1, 10, g_width=4, d_width=8, d_label=mode)
+  _, x, labels = _inputs(28, 1, 10, batch=batch, seed=seed)
+  return d, x, labels, _init(d, seed, x, labels)
+
+
+def test_planes_label_branch_is_a_per_class_vector_inside_the_image():
+  """What 'embedding' keeps of 'planes': away from the border, the convolution of the
+  one-hot planes is sum over the k x k taps of W[., ., y, :] plus the bias."""
+  d, x, labels, params = _small_d("planes")
+  _, state = d.apply(params, x, labels, capture_intermediates=True, mutable=["intermediates"])
+  (branch,) = state["intermediates"]["conv1_2"]["__call__"]
+  w, b = (np.asarray(params["params"]["conv1_2"][k]) for k in ("kernel", "bias"))
+  for i, y in enumerate(np.asarray(labels)):
+    want = w[:, :, y, :].sum(axis=(0, 1)) + b
+    np.testing.assert_allclose(np.asarray(branch[i, 1:-1, 1:-1]),
+                               np.broadcast_to(want, (12, 12, 4)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(branch[i, 0, 0]), want)  # the border differs
+
+
+def test_embedding_mode_broadcasts_one_learned_vector_per_class():
+  d, x, labels, params = _small_d("embedding")
+  p = params["params"]
+  assert "conv1_2" not in p and p["label_embed"]["embedding"].shape == (10, 4)
+  assert p["conv1_1"]["kernel"].shape == (4, 4, 1, 4)  # the image branch keeps d/2
+  # Same first layer as 'planes' but the label branch is the embedding row, everywhere.
+  _, state = d.apply(params, x, labels, capture_intermediates=True, mutable=["intermediates"])
+  (first,) = state["intermediates"]["conv2"]["__call__"]
+  e = np.asarray(p["label_embed"]["embedding"])
+  conv1 = init.torch_conv(1, 4, 4, 2, 1).apply({"params": p["conv1_1"]}, x)
+  leaky = lambda v: np.where(v > 0, v, 0.2 * v)
+  h = np.concatenate([leaky(np.asarray(conv1)),
+                      leaky(np.broadcast_to(e[np.asarray(labels)][:, None, None, :],
+                                            (3, 14, 14, 4)))], axis=-1)
+  want = init.torch_conv(8, 16, 4, 2, 1).apply({"params": p["conv2"]}, h)
+  np.testing.assert_allclose(np.asarray(first), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # Initialised like the planes branch's interior: a sum of 17 U(-b, b), b = 1/sqrt(160).
+  big = make_dcgan(28, 1, 10, d_width=128, d_label="embedding")[1]
+  _, bx, bl = _inputs(28, 1, 10, batch=1)
+  table = np.asarray(_init(big, 5, bx, bl)["params"]["label_embed"]["embedding"])
+  np.testing.assert_allclose(table.std(), math.sqrt(17 / 3) / math.sqrt(160), rtol=0.08)
+
+
+def test_projection_logit_difference_is_the_embedding_difference_times_pooled_features():
+  d, x, labels, params = _small_d("projection", batch=1)
+  p = params["params"]
+  assert "conv1_2" not in p and p["conv1_1"]["kernel"].shape == (4, 4, 1, 8)
+  assert p["label_embed"]["embedding"].shape == (10, 32)  # 4d channels enter conv4
+  _, state = d.apply(params, x, labels, capture_intermediates=True, mutable=["intermediates"])
+  (pre,) = state["intermediates"]["conv3"]["__call__"]
+  pooled = np.where(pre > 0, pre, 0.2 * pre).sum(axis=(1, 2))[0]  # LeakyReLU, sum-pool
+  e = np.asarray(p["label_embed"]["embedding"])
+  l3, l7 = (float(d.apply(params, x, jnp.array([c]))[0]) for c in (3, 7))
+  np.testing.assert_allclose(l3 - l7, float((e[3] - e[7]) @ pooled), rtol=1e-4, atol=1e-5)
+  # Without the embedding the logit is the unconditional conv4 output.
+  zero = jax.tree.map(lambda a: a, params)
+  zero["params"]["label_embed"]["embedding"] = jnp.zeros_like(e)
+  assert float(d.apply(zero, x, jnp.array([3]))[0]) == pytest.approx(
+      float(d.apply(zero, x, jnp.array([7]))[0]), abs=1e-6)
+  # PyTorch Linear init with conv4's fan-in (32 channels x 4 x 4).
+  assert np.abs(e).max() <= 1 / math.sqrt(32 * 16)
+
+
+@pytest.mark.parametrize("mode", ["planes", "embedding", "projection"])
+def test_every_label_mode_is_ghost_clippable(mode):
+  """The D stays per-example clippable: ghost clipping gives vmap's clipped sum."""
+  from dpgen_jax.privacy import clipping, sums
+  d, x, labels, params = _small_d(mode, batch=5)
+
+  def loss(p, ex):
+    return jax.nn.softplus(-d.apply({"params": p}, ex["x"][None], ex["y"][None])[0])
+
+  batch, mask = {"x": x, "y": labels}, jnp.array([True, True, True, True, False])
+  spec = clipping.ClippingSpec(clip_norm=0.05)
+  totals = [sums.clipped_grad_sum(loss, params["params"], batch, mask, spec,
+                                 strategy=s)[0] for s in ("vmap", "ghost")]
+  for a, b in zip(jax.tree.leaves(totals[0]), jax.tree.leaves(totals[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_label_mode_is_a_clear_error():
+  with pytest.raises(ConfigError, match="d_label must be one of .*'onehot'"):
+    make_dcgan(28, 1, 10, d_label="onehot")
+
+
+# --- Generator normalisation (dpgan.g_norm) ----------------------------------------------
+
+
+def test_batch_stat_norm_by_hand():
+  from dpgen_jax.models.dcgan import BatchStatNorm
+  # Channel 0 takes 1, 2, 3, 6 (mean 3, variance 3.5); channel 1 is constant 5.
+  x = jnp.array([1.0, 2.0, 3.0, 6.0]).reshape(2, 1, 2, 1)
+  x = jnp.concatenate([x, jnp.full_like(x, 5.0)], axis=-1)
+  params = {"params": {"scale": jnp.array([2.0, 1.0]), "bias": jnp.array([0.5, -1.0])}}
+  y = np.asarray(BatchStatNorm().apply(params, x))
+  want0 = (np.array([1.0, 2.0, 3.0, 6.0]) - 3.0) / np.sqrt(3.5 + 1e-5) * 2.0 + 0.5
+  np.testing.assert_allclose(y[..., 0].ravel(), want0, rtol=1e-5)
+  np.testing.assert_allclose(y[..., 1].ravel(), -1.0, atol=1e-6)  # (5 - 5) * 1 - 1
+
+
+def test_batch_norm_generator_layers_and_batch_dependence():
+  g, _ = make_dcgan(28, 1, 10, g_width=4, d_width=4, latent_dim=LATENT, g_norm="batch")
+  z, _, labels = _inputs(28, 1, 10, batch=4)
+  params = _init(g, 0, z, labels)
+  p = params["params"]
+  # norm1 after the concatenated first layer (2 x 2d channels), then 2d and d.
+  assert {k: p[k]["scale"].shape for k in p if k.startswith("norm")} == {
+      "norm1": (16,), "norm2": (8,), "norm3": (4,)}
+  out = g.apply(params, z, labels)
+  assert out.shape == (4, 28, 28, 1)
+  # Batch statistics: the first image depends on the rest of the batch ...
+  other = g.apply(params, z.at[1:].set(-z[1:]), labels)
+  assert not np.allclose(np.asarray(out[0]), np.asarray(other[0]))
+  # ... and without normalisation it does not.
+  plain, _ = make_dcgan(28, 1, 10, g_width=4, d_width=4, latent_dim=LATENT)
+  pp = _init(plain, 0, z, labels)
+  np.testing.assert_allclose(np.asarray(plain.apply(pp, z, labels)[0]),
+                             np.asarray(plain.apply(pp, z.at[1:].set(-z[1:]), labels)[0]),
+                             rtol=1e-6)
+  assert not any(k.startswith("norm") for k in pp["params"])
+
+
+def test_unknown_generator_norm_is_a_clear_error():
+  with pytest.raises(ConfigError, match="g_norm must be one of .*'layer'"):
+    make_dcgan(28, 1, 10, g_norm="layer")
