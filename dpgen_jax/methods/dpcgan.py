@@ -65,20 +65,18 @@ def sampling_rate(batch_size: int, num_examples: int) -> float:
   return batch_size / num_examples
 
 
-def sensitivity_factor(num_microbatches: int, batch_size: int) -> int:
-  """L2 sensitivity of the real sum in units of C: 1 per-example (m = B), else 2."""
-  return 1 if num_microbatches == batch_size else 2
+def grouping(num_microbatches: int, batch_size: int) -> str:
+  """How privacy.discriminator groups the rows: per example (m = B) or microbatches."""
+  return "rows" if num_microbatches == batch_size else "microbatches"
 
 
 def mechanism(noise_multiplier: float, clip_norm: float, num_microbatches: int,
               batch_size: int) -> mechanisms.GaussianSum:
   """The D step's mechanism: the real sum of clipped records (examples for m = B,
-  microbatch means else: sensitivity factor f), noise std sigma C in both cases (as
-  upstream), divided by the constant m."""
-  return mechanisms.GaussianSum(
-      noise_multiplier=float(noise_multiplier), clip_norm=float(clip_norm),
-      sensitivity_factor=float(sensitivity_factor(num_microbatches, batch_size)),
-      divisor=float(num_microbatches))
+  microbatch means else, whose sensitivity the grouping states), noise std sigma C in
+  both cases (as upstream), divided by the constant m."""
+  return discriminator.mechanism(noise_multiplier, clip_norm, num_microbatches,
+                                 grouping(num_microbatches, batch_size))
 
 
 def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:
@@ -95,7 +93,7 @@ def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDecl
 def privacy_fields(config, num_examples: int, sigma: float, event) -> dict:
   g, p, bsz = config.dpcgan, config.privacy, config.train.batch_size
   m = g.num_microbatches
-  f = sensitivity_factor(m, bsz)
+  f = mechanism(1.0, p.clip_norm, m, bsz).sensitivity_factor
   q = sampling_rate(bsz, num_examples)
   sigma = sigma if p.enabled else None
   fields = dict(
@@ -172,10 +170,9 @@ def discriminator_grad(d_apply, d_params, real: dict, fake: dict, group_key, noi
   def row_loss(params, x, y, is_real):
     return bce_with_logits(d_apply(params, x[None], y[None])[0], is_real.astype(jnp.float32))
 
-  per_example = num_microbatches == fake["x"].shape[0]
   grad, norms, present, _ = discriminator.real_fake_gradient(
       row_loss, d_params, real, fake, noise_key, mechanism=mechanism, clip=clip,
-      grouping="rows" if per_example else "microbatches", num_groups=num_microbatches,
+      grouping=grouping(num_microbatches, fake["x"].shape[0]), num_groups=num_microbatches,
       group_key=group_key, mesh=mesh, microbatch_size=chunk_size, strategy=strategy)
   return grad, norms, present
 

@@ -85,9 +85,8 @@ def mechanism(noise_multiplier: float, clip_norm: float, batch_size: int, num_ex
   """The D step's mechanism: the clipped sum over real and fake rows (sensitivity C:
   one real example adds or removes one clipped gradient; fakes are not data), noise
   N(0, (sigma C)^2), divided by the constant int(qN) + fakes."""
-  return mechanisms.GaussianSum(noise_multiplier=float(noise_multiplier),
-                                clip_norm=float(clip_norm), sensitivity_factor=1.0,
-                                divisor=dp_divisor(batch_size, num_examples, num_fakes))
+  return discriminator.mechanism(noise_multiplier, clip_norm,
+                                 dp_divisor(batch_size, num_examples, num_fakes), "rows")
 
 
 def declaration(config, num_examples: int, sigma: float) -> protocol.PrivacyDeclaration:

@@ -44,7 +44,7 @@ from dpgen_jax.models import embedding_generators as generators
 from dpgen_jax.privacy import mechanisms
 
 PyTree = Any
-NEIGHBORING_FACTOR = {"replace_one": 2.0, "add_or_remove_one": 1.0}
+NEIGHBORING_FACTOR = mechanisms.NEIGHBORING_FACTOR
 
 
 class FeatureMap(Protocol):
@@ -58,11 +58,9 @@ class FeatureMap(Protocol):
 
 
 def release_mechanism(neighboring: str, sigma: float, num_examples: int) -> mechanisms.GaussianSum:
-  """(S + N(0, (sigma f)^2 I)) / n with f = 2 (replace-one) or 1 (add/remove-one)."""
-  f = NEIGHBORING_FACTOR[neighboring]
-  return mechanisms.GaussianSum(noise_multiplier=float(sigma), clip_norm=1.0,
-                                sensitivity_factor=f, noise_factor=f,
-                                divisor=float(num_examples))
+  """(S + N(0, (sigma f)^2 I)) / n for features of norm <= 1, f = 2 (replace-one) or 1
+  (add/remove-one): privacy.mechanisms.bounded_records_sum."""
+  return mechanisms.bounded_records_sum(sigma, 1.0, neighboring, num_examples)
 
 
 def declaration(config, num_examples: int, sigma: float, section: str,

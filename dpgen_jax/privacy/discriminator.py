@@ -36,6 +36,18 @@ GROUPINGS = {"rows": 1.0, "pairs": 1.0, "microbatches": 2.0}
 RowLoss = Callable[..., Any]
 
 
+def mechanism(noise_multiplier: float, clip_norm: float, divisor: float,
+              grouping: str = "rows") -> mechanisms.GaussianSum:
+  """The Gaussian sum for `real_fake_gradient` with `grouping`: noise N(0, (sigma C)^2)
+  on the clipped sum (as DP-SGD adds it), the sensitivity the grouping gives (C or 2C),
+  divided by the method's data-independent constant."""
+  if grouping not in GROUPINGS:
+    raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got {grouping!r}")
+  return mechanisms.GaussianSum(noise_multiplier=float(noise_multiplier),
+                                clip_norm=float(clip_norm),
+                                sensitivity_factor=GROUPINGS[grouping], divisor=float(divisor))
+
+
 def _pad_rows(tree: PyTree, rows: int) -> PyTree:
   return jax.tree.map(lambda x: jnp.concatenate(
       [x, jnp.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)]), tree)

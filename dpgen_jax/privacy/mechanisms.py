@@ -88,6 +88,22 @@ class GaussianSum:
     return jax.tree.map(lambda s, n: (s + n) / self.divisor, total, noise)
 
 
+# L2 sensitivity, in units of the bound, of a sum of records of norm <= bound when one
+# record is added or removed (one vector more or less) or replaced (one vector to any
+# other).
+NEIGHBORING_FACTOR = {"add_or_remove_one": 1.0, "replace_one": 2.0}
+
+
+def bounded_records_sum(noise_multiplier: float, bound: float, neighboring: str,
+                        divisor: float) -> GaussianSum:
+  """(S + N(0, (sigma f bound)^2 I)) / divisor for S a sum of records of norm <= bound:
+  the noise scales with the relation's sensitivity f * bound, so the event is the
+  Gaussian mechanism with multiplier sigma whichever relation is used."""
+  f = NEIGHBORING_FACTOR[neighboring]
+  return GaussianSum(noise_multiplier=float(noise_multiplier), clip_norm=float(bound),
+                     sensitivity_factor=f, noise_factor=f, divisor=float(divisor))
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageGradientSanitizer:
   """Clips the gradient of a loss with respect to generated images and adds noise.

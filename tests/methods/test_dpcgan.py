@@ -231,7 +231,8 @@ def test_sensitivity_is_c_per_example_and_2c_for_microbatch_means():
 
 def test_accounted_noise_multiplier_and_event():
   c = helpers.config("dpcgan_mnist_eps10")
-  assert dpcgan.sensitivity_factor(600, 600) == 1 and dpcgan.sensitivity_factor(1, 600) == 2
+  assert dpcgan.mechanism(1.15, C, 600, 600).sensitivity_factor == 1  # per example
+  assert dpcgan.mechanism(1.15, C, 1, 600).sensitivity_factor == 2  # microbatch means
   assert dpcgan.mechanism(1.15, C, 600, 600).effective_noise_multiplier == pytest.approx(1.15)
   event = dpcgan.declaration(c, 60_000, 1.15).step_event
   assert event == dp_accounting.PoissonSampledDpEvent(0.01, dp_accounting.GaussianDpEvent(1.15))

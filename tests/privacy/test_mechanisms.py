@@ -71,3 +71,24 @@ def test_sanitizer_bounds_each_unit_and_adds_two_c_sigma(clip):
 def test_sanitizer_rejects_an_unknown_clipping_unit():
   with pytest.raises(ValueError, match="clip must be"):
     mechanisms.ImageGradientSanitizer(clip_norm=1.0, noise_multiplier=1.0, clip="layer")
+
+
+def test_discriminator_groupings_state_their_sensitivity():
+  """Per row or per pair: one example moves the sum by C (multiplier sigma); a clipped
+  microbatch mean can flip, 2C (the same noise is then multiplier sigma / 2)."""
+  from dpgen_jax.privacy import discriminator
+  for grouping, factor in (("rows", 1.0), ("pairs", 1.0), ("microbatches", 2.0)):
+    mech = discriminator.mechanism(1.2, 0.5, 10.0, grouping)
+    assert mech.sensitivity == factor * 0.5 and mech.noise_std == 1.2 * 0.5
+    assert mech.event() == dp_accounting.GaussianDpEvent(1.2 / factor)
+  with pytest.raises(ValueError, match="grouping must be one of"):
+    discriminator.mechanism(1.0, 1.0, 1.0, "batch")
+
+
+def test_bounded_records_scale_the_noise_with_the_relation():
+  """Replace-one doubles the sensitivity of a sum of bounded records; the noise doubles
+  with it, so the event is Gaussian(sigma) under either relation."""
+  for relation, factor in (("add_or_remove_one", 1.0), ("replace_one", 2.0)):
+    mech = mechanisms.bounded_records_sum(3.0, 0.25, relation, 100.0)
+    assert mech.sensitivity == factor * 0.25 and mech.noise_std == 3.0 * factor * 0.25
+    assert mech.event() == dp_accounting.GaussianDpEvent(3.0)

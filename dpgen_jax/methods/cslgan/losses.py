@@ -154,9 +154,9 @@ def gc_gradient(spec: LossSpec, d_apply, params, real, fake, noise_key,
 
 def gc_mechanism(noise_multiplier: float, sensitivity, divisor: float) -> mechanisms.GaussianSum:
   """(S + N(0, (sigma * C_tot)^2)) / B: one draw for the whole step; C_tot may be a traced
-  adaptive bound (from public data), the event is Gaussian(sigma) either way."""
-  return mechanisms.GaussianSum(noise_multiplier=noise_multiplier, clip_norm=sensitivity,
-                                sensitivity_factor=1.0, divisor=divisor)
+  adaptive bound (from public data), the event is Gaussian(sigma) either way. Split
+  clipping ('rows') and combined ('pairs') both give sensitivity C_tot."""
+  return discriminator.mechanism(noise_multiplier, sensitivity, divisor, "rows")
 
 
 def adaptive_bounds(spec: LossSpec, d_apply, params, pub_x, pub_y, fake_x, fake_y, *,
