@@ -24,7 +24,12 @@ flags.DEFINE_enum("mode", "train", cli.MODES, "What to do with the config.")
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  sys.exit(cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir))
+  config = FLAGS.config
+  try:
+    cli.apply_unset(config)
+  except cli.errors.UserError as e:
+    cli.fail(str(e))
+  sys.exit(cli.run(FLAGS.mode, config, FLAGS.workdir))
 
 
 if __name__ == "__main__":

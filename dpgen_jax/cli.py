@@ -1,6 +1,7 @@
 """What main.py dispatches to; user mistakes become one message and exit status 2."""
 
 import json
+import re
 import sys
 
 from dpgen_jax import errors
@@ -88,6 +89,21 @@ def run(mode: str, config, workdir: str | None) -> int:
   raise AssertionError(mode)
 
 
+def apply_unset(config) -> None:
+  """Sets the fields given as `--config.x.y=None` to None (ConfigError for unknown ones)."""
+  for dotted in _unset_fields:
+    *path, key = dotted.split(".")
+    node = config
+    for part in path:
+      if part not in node:
+        raise errors.ConfigError(f"--config.{dotted}=None: no field {dotted!r} in the config.")
+      node = node[part]
+    if key not in node:
+      raise errors.ConfigError(f"--config.{dotted}=None: no field {dotted!r} in the config.")
+    with node.unlocked():
+      node[key] = None
+
+
 def run_app(app, main) -> None:
   """absl's app.run, with config-file errors (bad preset, bad override) as one message."""
   try:
@@ -96,10 +112,27 @@ def run_app(app, main) -> None:
     fail(str(e))
 
 
+# `--config.section.key=None` unsets a field (e.g. privacy.noise_multiplier, to calibrate it
+# from the budget): ml_collections cannot parse None for a typed field, so these flags are
+# taken out before parsing and applied to the loaded config (a field must exist).
+_UNSET = re.compile(r"^--config\.([\w.]+)=(?:None|none|null)$")
+_unset_fields: list[str] = []
+
+
 def _parse_flags(argv):
   from absl import flags
+  _unset_fields.clear()
+  kept = []
+  for arg in argv:
+    match = _UNSET.match(arg)
+    if match:
+      _unset_fields.append(match.group(1))
+    else:
+      kept.append(arg)
+  # ml_collections reads the overrides from sys.argv as well.
+  sys.argv[:] = [a for a in sys.argv if not _UNSET.match(a)]
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(kept)
   except flags.Error as e:
     cause = e.__cause__ or e.__context__
     while cause is not None and not isinstance(cause, errors.UserError):

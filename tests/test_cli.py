@@ -47,6 +47,20 @@ def test_overrides_reach_the_config():
   assert report["steps"] == 50_000 and report["accountant"] == "pld"
 
 
+def test_none_unsets_a_field_so_the_budget_calibrates_it():
+  """--config.train.num_steps=None: the steps come from privacy.target_epsilon (sigma 1.0,
+  q = 1/469, epsilon <= 10: a little over upstream's 450,000)."""
+  code, out, err = _run_main("--config=configs/mnist_eps10.py", "--mode=privacy",
+                             "--config.train.num_steps=None")
+  assert code == 0, err
+  report = json.loads(out)
+  assert report["num_steps_calibrated_for"] == 10.0 and report["steps"] > 450_000
+  assert report["epsilon"] <= 10.0
+  code, _, err = _run_main("--config=configs/mnist_eps10.py", "--mode=privacy",
+                           "--config.train.nope=None")
+  _assert_one_clear_error(code, err, "no field 'train.nope'")
+
+
 def test_unknown_preset(tmp_path):
   code, _, err = _run_main("--config=configs/mnist_eps10.py:gpu", "--mode=privacy")
   _assert_one_clear_error(code, err, "no preset 'gpu'", "paper, cpu, smoke")
