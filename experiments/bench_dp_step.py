@@ -35,6 +35,9 @@ Reproduce (the [bench] extra, torch in a separate venv keeps /work/venv torch-fr
   pip install --target /tmp/jp jax-privacy==2.0.0 chex pydantic toolz   # optional, (d)
   PYTHONPATH=.:/tmp/jp python experiments/bench_dp_step.py \
       --torch-python /tmp/bench-venv/bin/python --json bench.json [--quick] [--end-to-end]
+The end-to-end D step of a preset (DPGAN.train_step with its real Poisson batch, every
+clipping strategy beside the non-private step; examples/s and CPU-seconds per D step):
+  python experiments/bench_dp_step.py --only-end-to-end --end-to-end-preset=cpu
 Without --torch-python (or the DPGEN_BENCH_TORCH_PYTHON variable) torch is looked for in
 this interpreter; rows whose library is missing are skipped with the reason printed.
 Run with a plain interpreter: tests/conftest.py's XLA optimisation level 0 must not be
@@ -365,25 +368,26 @@ def _cpu_s() -> float:
   return t.user + t.system
 
 
-def end_to_end(strategies, steps: int) -> list[dict]:
-  """D steps/s of DPGAN.train_step, configs/mnist_eps10.py 'paper', a real Poisson batch."""
-  import importlib.util
+def end_to_end(strategies, steps: int, preset: str = "paper") -> list[dict]:
+  """D steps/s of DPGAN.train_step for configs/mnist_eps10.py with `preset`, on a real
+  Poisson batch, per clipping strategy and non-private ('nonprivate': privacy off, the
+  same networks and batch): examples/s (real + fake rows per D step / D step time) and
+  process CPU-seconds per D step, measured side by side in one process."""
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from dpgen_jax import parallel, rng
+  from dpgen_jax import methods, parallel, rng
+  from dpgen_jax.config_file import load_config_file
   from dpgen_jax.data import dataset, sampling
-  from dpgen_jax import methods
 
-  spec_file = importlib.util.spec_from_file_location(
-      "mnist_eps10", os.path.join(REPO, "configs", "mnist_eps10.py"))
-  module = importlib.util.module_from_spec(spec_file)
-  spec_file.loader.exec_module(module)
   data = dataset.DataSpec("mnist", "image", (SIZE, SIZE, 1), NUM_CLASSES, 60_000, 10_000)
   results = []
   for strategy in strategies:
-    config = module.get_config("paper")
-    config.privacy.clipping_strategy = strategy
+    config = load_config_file(os.path.join(REPO, "configs", "mnist_eps10.py") + ":" + preset)
+    if strategy == "nonprivate":
+      config.privacy.enabled = False
+    else:
+      config.privacy.clipping_strategy = strategy
     method = methods.build(config, data, parallel.make_mesh())
     sampler = sampling.PoissonSampler(data.num_train, method.plan.sampling_rate,
                                       lambda t: np.random.default_rng([0, t]),
@@ -411,12 +415,14 @@ def end_to_end(strategies, steps: int) -> list[dict]:
       with_g.append((time.perf_counter() - start, _cpu_s() - cpu0))
     with_g, with_g_cpu = with_g[-1]
     rate = n_d / ((n_d - 1) * d_step + with_g)
-    results.append(dict(strategy=strategy, real_rows_padded=int(drawn.indices.shape[0]),
+    rows_per_step = int(drawn.size) + method.num_fakes
+    results.append(dict(strategy=strategy, preset=preset,
+                        real_rows_padded=int(drawn.indices.shape[0]),
                         real_rows=int(drawn.size), fake_rows=method.num_fakes,
                         d_step_s=d_step, d_and_g_step_s=with_g, d_steps_per_s=rate,
                         d_step_cpu_s=d_cpu, d_and_g_step_cpu_s=with_g_cpu,
                         cpu_s_per_d_step=((n_d - 1) * d_cpu + with_g_cpu) / n_d,
-                        first_step_s=compile_s))
+                        examples_per_s=rows_per_step / d_step, first_step_s=compile_s))
     print(f"  {strategy:8s} D step {d_step:.3f} s, D+G step {with_g:.3f} s -> "
           f"{rate:.3f} D steps/s (n_D={n_d}; first step incl. compile {compile_s:.0f} s); "
           f"process CPU time {d_cpu:.3f} s / {with_g_cpu:.3f} s (load-independent)",
@@ -442,6 +448,10 @@ def main(argv=None) -> None:
   p.add_argument("--end-to-end", action="store_true",
                  help="also time DPGAN.train_step of configs/mnist_eps10.py (paper)")
   p.add_argument("--end-to-end-steps", type=int, default=3)
+  p.add_argument("--end-to-end-preset", default="paper", choices=("paper", "cpu"),
+                 help="preset of configs/mnist_eps10.py for --end-to-end")
+  p.add_argument("--only-end-to-end", action="store_true",
+                 help="skip the per-batch-size rows (implies --end-to-end)")
   p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--memory-probe", nargs=2, metavar=("IMPL", "B"), help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -486,6 +496,8 @@ def main(argv=None) -> None:
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; D width {args.d_width}")
   rows = []
+  if args.only_end_to_end:
+    args.end_to_end, sizes = True, []
   try:
     for b in sizes:
       print(f"batch {b}:", flush=True)
@@ -495,13 +507,22 @@ def main(argv=None) -> None:
       worker.close()
   if args.fresh_memory:
     measure_memory(rows, args, microbatch, torch_py, cache_dir)
-  print_table(rows)
+  if rows:
+    print_table(rows)
   load_after = os.getloadavg()
   print(f"load average before {load[0]:.2f}, after {load_after[0]:.2f} (1 min)")
   result = {"rows": rows, "load_average": [load, load_after], "d_width": args.d_width}
   if args.end_to_end:
-    print("end to end, configs/mnist_eps10.py paper (bsz 128, D width 128):")
-    result["end_to_end"] = end_to_end(list(sums.STRATEGIES), args.end_to_end_steps)
+    preset = args.end_to_end_preset
+    print(f"end to end, configs/mnist_eps10.py:{preset}, private strategies and non-private:")
+    e2e = end_to_end(list(sums.STRATEGIES) + ["nonprivate"], args.end_to_end_steps, preset)
+    base = next(r for r in e2e if r["strategy"] == "nonprivate")
+    for r in e2e:
+      r["d_step_vs_nonprivate"] = r["d_step_s"] / base["d_step_s"]
+      print(f"  {r['strategy']:10s} {r['examples_per_s']:8.0f} examples/s, "
+            f"{r['cpu_s_per_d_step']:.3f} CPU-s per D step (incl. G), D step "
+            f"{r['d_step_vs_nonprivate']:.2f}x the non-private one")
+    result["end_to_end"] = e2e
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)
