@@ -43,8 +43,8 @@ def mechanism(noise_multiplier: float, clip_norm: float, divisor: float,
   divided by the method's data-independent constant."""
   if grouping not in GROUPINGS:
     raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got {grouping!r}")
-  return mechanisms.GaussianSum(noise_multiplier=float(noise_multiplier),
-                                clip_norm=float(clip_norm),
+  # clip_norm may be traced (CSL-GAN's adaptive bound from public data): not cast.
+  return mechanisms.GaussianSum(noise_multiplier=float(noise_multiplier), clip_norm=clip_norm,
                                 sensitivity_factor=GROUPINGS[grouping], divisor=float(divisor))
 
 
