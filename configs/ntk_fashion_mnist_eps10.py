@@ -7,7 +7,7 @@ CPU), smoke (seconds, for tests). Spec: docs/methods/dp_ntk.md.
 
 from configs.defaults import embedding
 
-CPU = {}
+CPU = embedding.NTK_CPU
 
 
 def get_config(preset: str | None = None):
