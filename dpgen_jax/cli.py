@@ -41,8 +41,8 @@ def _audit(config, workdir) -> int:
   if not workdir:
     raise errors.ConfigError("--workdir is required for --mode=audit.")
   if "audit" not in config:
-    raise errors.ConfigError(f"method {config.method!r} has no audit settings (config.audit); "
-                             f"--mode=audit supports cslgan.")
+    raise errors.ConfigError(f"method {config.method!r} has no audit settings (config.audit): "
+                             f"--mode=audit needs a method that declares a membership audit.")
   result = membership.audit_workdir(config, workdir)
   print(json.dumps(result, indent=2, sort_keys=True))
   return 0

@@ -125,4 +125,4 @@ def test_train_needs_a_workdir(capsys):
 
 def test_audit_of_a_method_without_a_discriminator_audit_says_so(capsys):
   _assert_one_clear_error(cli.run("audit", helpers.config("mnist_eps10", "smoke"), "/tmp/x"),
-                          capsys.readouterr().err, "--mode=audit supports cslgan")
+                          capsys.readouterr().err, "needs a method that declares a membership audit")
