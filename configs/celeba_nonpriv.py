@@ -10,19 +10,8 @@ Presets:
 
 from configs.defaults import dpgan
 
-# The cpu preset: fewer steps and a narrower D (no privacy to re-calibrate).
-# Cost, from the measured mnist_eps10 cpu run (3,000 D + 600 G steps in 29.8 min on
-# the 2-core CPU: about 0.34 s per D step and 1.3 s per G step): with
-# n_D = 1 every D step is followed by a G step, so 1,000 D steps take about
-# 27 minutes (less: a non-private D step does no per-example work).
-# CelebA's 32x32 models were not timed (no CelebA here); the MNIST costs are a guide.
-CPU = {
-    "train.num_steps": 1_000,
-    "dpgan.d_width": 32,
-    "train.checkpoint_every": 500,
-    "train.log_every": 100,
-    "train.sample_every": 500,
-}
+# The cpu preset: CPU_NONPRIVATE of configs/defaults/dpgan.py.
+CPU = dpgan.CPU_NONPRIVATE
 
 
 def get_config(preset: str | None = None):

@@ -11,21 +11,8 @@ Presets:
 
 from configs.defaults import dpgan
 
-# The cpu preset: fewer D steps with sigma re-calibrated to the same budget
-# (privacy.target_epsilon = 1), a narrower D (d = 32) and n_D = 5 so that G takes
-# enough steps: mnist_eps10's cpu preset with another dataset.
-# Cost, from the measured mnist_eps10 cpu run (3,000 D + 600 G steps in 29.8 min on
-# the 2-core CPU: about 0.34 s per D step and 1.3 s per G step): 3,000 D steps take
-# about 30 minutes.
-CPU = {
-    "train.num_steps": 3_000,
-    "privacy.noise_multiplier": None,
-    "dpgan.d_width": 32,
-    "dpgan.d_steps_per_g_step": 5,
-    "train.checkpoint_every": 500,
-    "train.log_every": 100,
-    "train.sample_every": 500,
-}
+# The cpu preset: CPU_FIXED_ND of configs/defaults/dpgan.py.
+CPU = dpgan.CPU_FIXED_ND
 
 
 def get_config(preset: str | None = None):

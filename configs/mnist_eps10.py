@@ -12,21 +12,8 @@ Presets:
 
 from configs.defaults import dpgan
 
-# The cpu preset: fewer D steps, so sigma is re-calibrated from target_epsilon = 10
-# (3,000 steps at q = 1/469 -> sigma 0.462, epsilon 9.998 RDP / 8.31 PLD), n_D = 5 and a
-# D of width 32 (G unchanged, width 128). Cost measured on the 2-core CPU with ghost
-# clipping and the generator's ScatterConvTranspose (process CPU time, load-independent):
-# D step 0.48 s, G step 1.83 s -> 0.84 CPU-s per D step, 2,500 CPU-s in all: 21 minutes
-# of wall time if XLA keeps both cores busy, 42 if one; about 30 on an idle machine.
-CPU = {
-    "train.num_steps": 3_000,
-    "privacy.noise_multiplier": None,
-    "dpgan.d_steps_per_g_step": 5,
-    "dpgan.d_width": 32,
-    "train.checkpoint_every": 500,
-    "train.log_every": 100,
-    "train.sample_every": 500,
-}
+# The cpu preset: CPU_FIXED_ND of configs/defaults/dpgan.py.
+CPU = dpgan.CPU_FIXED_ND
 
 
 def get_config(preset: str | None = None):

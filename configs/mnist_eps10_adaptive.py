@@ -12,22 +12,8 @@ Presets:
 
 from configs.defaults import dpgan
 
-# The cpu preset: fewer D steps with sigma re-calibrated to the same budget
-# (privacy.target_epsilon = 10), a narrower D (d = 32), bsz 128 instead of 512 and
-# an adaptive grace of 20 G steps. Cost, from the measured mnist_eps10 cpu run (3,000 D
-# + 600 G steps in 29.8 min on the 2-core CPU: about 0.34 s per D step and 1.3 s per G
-# step): n_D starts at 1, so 1,000 D steps take at most about 27 minutes (n_D never
-# climbing) and less once it climbs.
-CPU = {
-    "train.num_steps": 1_000,
-    "privacy.noise_multiplier": None,
-    "dpgan.d_width": 32,
-    "train.batch_size": 128,
-    "dpgan.ds_grace": 20,
-    "train.checkpoint_every": 500,
-    "train.log_every": 100,
-    "train.sample_every": 500,
-}
+# The cpu preset: CPU_ADAPTIVE of configs/defaults/dpgan.py.
+CPU = dpgan.CPU_ADAPTIVE
 
 
 def get_config(preset: str | None = None):

@@ -80,6 +80,46 @@ def paper_config(dataset: str, *, batch_size: int, num_steps: int, d_steps_per_g
   return c
 
 
+# The cpu presets (about 30 minutes on the 2-core CPU at the same budget; sigma is
+# re-calibrated from privacy.target_epsilon for the shorter run), one per kind of
+# experiment. Cost, from the measured mnist_eps10 cpu run (3,000 D + 600 G steps in 29.8
+# minutes on the 2-core CPU: about 0.34 s per D step and 1.3 s per G step; see
+# docs/benchmarks.md). CelebA's models were not timed (no CelebA here).
+#
+# Fixed n_D (mnist / fashion_mnist eps10 and eps1): 3,000 D steps (at q = 1/469 and
+# epsilon 10, sigma 0.462: epsilon 9.998 RDP / 8.31 PLD), n_D = 5 and a D of width 32
+# (G unchanged, width 128).
+CPU_FIXED_ND = {
+    "train.num_steps": 3_000,
+    "privacy.noise_multiplier": None,
+    "dpgan.d_steps_per_g_step": 5,
+    "dpgan.d_width": 32,
+    "train.checkpoint_every": 500,
+    "train.log_every": 100,
+    "train.sample_every": 500,
+}
+# Adaptive n_D: batch 128 instead of 512, an adaptive grace of 20 G steps; n_D starts at
+# 1, so 1,000 D steps take at most about 27 minutes (less once n_D climbs).
+CPU_ADAPTIVE = {
+    "train.num_steps": 1_000,
+    "privacy.noise_multiplier": None,
+    "dpgan.d_width": 32,
+    "train.batch_size": 128,
+    "dpgan.ds_grace": 20,
+    "train.checkpoint_every": 500,
+    "train.log_every": 100,
+    "train.sample_every": 500,
+}
+# Non-private: n_D = 1, so 1,000 D steps (each followed by a G step) take about 27 minutes.
+CPU_NONPRIVATE = {
+    "train.num_steps": 1_000,
+    "dpgan.d_width": 32,
+    "train.checkpoint_every": 500,
+    "train.log_every": 100,
+    "train.sample_every": 500,
+}
+
+
 def smoke_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A few seconds of training for tests: tiny widths, a handful of steps."""
   c.dpgan.g_width = 8
