@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from dpgen_jax.models import dcgan, init
+from dpgen_jax.models import dcgan, init, phase_conv
 
 
 def _numpy_conv_transpose(x, w_torch, stride, padding):
@@ -30,11 +30,11 @@ def _numpy_conv_transpose(x, w_torch, stride, padding):
 def test_phase_taps_by_hand():
   # k4 s2 p1: output 2m takes taps 1 (input m) and 3 (input m-1); output 2m+1 takes
   # taps 0 (input m+1) and 2 (input m).
-  assert dcgan._phase_taps(4, 2, 1) == [[(1, 0), (3, -1)], [(0, 1), (2, 0)]]
+  assert phase_conv._phase_taps(4, 2, 1) == [[(1, 0), (3, -1)], [(0, 1), (2, 0)]]
   # k3 s2 p1 (4 -> 7): even outputs tap 1 only; odd outputs taps 0 (m+1) and 2 (m).
-  assert dcgan._phase_taps(3, 2, 1) == [[(1, 0)], [(0, 1), (2, 0)]]
+  assert phase_conv._phase_taps(3, 2, 1) == [[(1, 0)], [(0, 1), (2, 0)]]
   # stride 1: one phase with every tap, offsets -a + p.
-  assert dcgan._phase_taps(3, 1, 1) == [[(0, 1), (1, 0), (2, -1)]]
+  assert phase_conv._phase_taps(3, 1, 1) == [[(0, 1), (1, 0), (2, -1)]]
 
 
 # (input size, k, s, p): the 28x28 and 32x32 tables' layers, plus k % s != 0, s = 3.
@@ -47,7 +47,7 @@ CASES = [(1, 4, 1, 0), (1, 4, 2, 1), (4, 3, 2, 1), (7, 4, 2, 1), (14, 4, 2, 1),
 def test_matches_pytorch_definition_and_flax_gradients(size, k, s, p, features):
   rng = np.random.default_rng(size * 10 + k + s)
   x = rng.standard_normal((2, size, size, 4)).astype(np.float32)
-  ours = dcgan._deconv(features, k, s, p, name="d")
+  ours = phase_conv.deconv(features, k, s, p, name="d")
   params = ours.init(jax.random.key(0), x)
   ref = init.torch_conv_transpose(features, k, s, p, name="d")
   # Same parameter shapes and initialisation as the nn.ConvTranspose it replaces.
@@ -80,11 +80,12 @@ def test_generator_is_built_from_it():
 
   with nn.intercept_methods(record):
     params = g.init(jax.random.key(0), z, labels)["params"]
-  assert calls == [dcgan.PhaseConvTranspose] * 5
+  assert calls == [phase_conv.PhaseConvTranspose] * 5
   assert g.apply({"params": params}, z, labels).shape == (2, 28, 28, 1)
 
 
 def test_rejects_string_padding():
-  m = dcgan.PhaseConvTranspose(features=2, kernel_size=(3, 3), strides=(2, 2), padding="SAME")
+  m = phase_conv.PhaseConvTranspose(features=2, kernel_size=(3, 3), strides=(2, 2),
+                                    padding="SAME")
   with pytest.raises(ValueError, match="explicit padding"):
     m.init(jax.random.key(0), jnp.zeros((1, 3, 3, 1)))
