@@ -16,7 +16,6 @@ minimise || released - (1/B) sum_j phi(G(z_j, y_j)) onehot(y_j)^T ||_F^2 for as 
 steps as you like, at no privacy cost.
 """
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -65,15 +64,9 @@ def features_for(config, spec) -> RandomFourierFeatures:
 
 
 def declaration(config, num_examples: int, sigma: float):
-  decl = me.declaration(config, num_examples, sigma, SECTION, "random Fourier features")
-
-  def fields():
-    fields = dict(decl.fields())
-    g = config[SECTION]
-    fields.update(num_features=int(g.num_features), rff_sigma2=float(g.rff_sigma2))
-    return fields
-
-  return dataclasses.replace(decl, fields=fields)
+  g = config[SECTION]
+  return me.declaration(config, num_examples, sigma, SECTION, "random Fourier features",
+                        dict(num_features=int(g.num_features), rff_sigma2=float(g.rff_sigma2)))
 
 
 def validate(config, spec) -> None:

@@ -24,7 +24,6 @@ sum(m2_c) and, within each class, the kernel <g(x), g(x')> = (delta . delta')(x 
 tests/methods/test_dp_ntk.py checks the closed form against jax.grad.
 """
 
-import dataclasses
 import math
 
 import jax
@@ -133,15 +132,9 @@ def feature_dim(dim_in: int, width: int, outputs: int) -> int:
 
 
 def declaration(config, num_examples: int, sigma: float):
-  decl = me.declaration(config, num_examples, sigma, SECTION, "neural tangent features")
-
-  def fields():
-    fields = dict(decl.fields())
-    g = config[SECTION]
-    fields.update(ntk_width=int(g.width), ntk_outputs=int(g.outputs))
-    return fields
-
-  return dataclasses.replace(decl, fields=fields)
+  g = config[SECTION]
+  return me.declaration(config, num_examples, sigma, SECTION, "neural tangent features",
+                        dict(ntk_width=int(g.width), ntk_outputs=int(g.outputs)))
 
 
 def validate(config, spec) -> None:

@@ -63,9 +63,10 @@ def release_mechanism(neighboring: str, sigma: float, num_examples: int) -> mech
   return mechanisms.bounded_records_sum(sigma, 1.0, neighboring, num_examples)
 
 
-def declaration(config, num_examples: int, sigma: float, section: str,
-                features: str) -> protocol.PrivacyDeclaration:
-  """The release, one Gaussian mechanism charged once; generator steps cost nothing."""
+def declaration(config, num_examples: int, sigma: float, section: str, features: str,
+                feature_fields: dict | None = None) -> protocol.PrivacyDeclaration:
+  """The release, one Gaussian mechanism charged once; generator steps cost nothing.
+  `feature_fields`: the feature map's settings, shown in privacy.json."""
   p = config.privacy
   f = NEIGHBORING_FACTOR.get(p.neighboring)
   mech = release_mechanism(p.neighboring, sigma, num_examples) if f else None
@@ -82,7 +83,8 @@ def declaration(config, num_examples: int, sigma: float, section: str,
         labels="balanced generated batches (no class counts released)",
         mechanism=f"one Gaussian release of the class-conditional mean embedding "
                   f"({features}): features of norm <= 1, sensitivity {f:g}/n, noise std "
-                  f"sigma * {f:g} / n per entry")
+                  f"sigma * {f:g} / n per entry",
+        **(feature_fields or {}))
 
   return protocol.PrivacyDeclaration(step_event=dp_accounting.NoOpDpEvent(), one_time=one_time,
                                      sampling_rate=None, fields=fields)
