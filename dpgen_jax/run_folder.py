@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from dpgen_jax import errors
 from dpgen_jax.checkpoints import Checkpointer
 from dpgen_jax.privacy import accounting
-from dpgen_jax.privacy.ledger import PrivacyLedger, write_ledger_file
+from dpgen_jax.privacy.ledger import PrivacyLedger, scrub_epsilons, write_ledger_file
 
 PyTree = Any
 _ITEMS = re.compile(r"^items_(\d+)_(\d+)$")
@@ -83,14 +83,18 @@ class RunFolder:
 
   def write_plan(self, plan) -> None:
     data = plan_to_json(plan)
+    if plan.reproducible:  # public randomness: no epsilon shown anywhere (privacy.json too)
+      data["fields"] = scrub_epsilons(data["fields"])
     tmp = self.path("plan.json.tmp")
     with open(tmp, "w") as f:
       json.dump(data, f, indent=2, sort_keys=True, default=str)
     os.replace(tmp, self.path("plan.json"))
 
   def load_plan(self):
+    """The stored PrivacyPlan, or None for a run trained before plan.json existed."""
     path = self.path("plan.json")
-    errors.require(os.path.exists(path), f"{self.workdir} has no plan.json yet: train first.")
+    if not os.path.exists(path):
+      return None
     with open(path) as f:
       return plan_from_json(json.load(f))
 
@@ -150,7 +154,13 @@ def open_trained(config, workdir: str, *, recorded_config: bool = False):
     config = ml_collections.ConfigDict(stored)
   definition = get_definition(config.method)
   dataset = load_dataset(config.data)
-  method = definition.build(run.load_plan(), config, dataset.spec, parallel.make_mesh())
+  plan = run.load_plan()
+  if plan is None:  # a run from before plan.json: resolve the plan of its recorded config
+    from dpgen_jax import planning
+    stored = run.stored_config()
+    errors.require(stored is not None, f"{workdir} has no config.json: not a training workdir.")
+    _, plan, _ = planning.plan_for(ml_collections.ConfigDict(stored), dataset.spec)
+  method = definition.build(plan, config, dataset.spec, parallel.make_mesh())
   abstract = jax.eval_shape(lambda: method.init(rng.make_key(0, config.train.prng_impl)))
   return run, method, dataset, abstract
 

@@ -63,3 +63,27 @@ def test_a_workdir_of_another_method_or_dataset_is_refused(tmp_path):
   with pytest.raises(errors.ConfigError, match="data.name = 'mnist'"):
     run.check_config(helpers.config("fashion_mnist_eps10", "smoke"))
   assert os.path.exists(run.path("config.json"))
+
+
+def test_plan_json_of_a_run_with_public_randomness_shows_no_epsilon(tmp_path):
+  """privacy.reproducible: privacy.json and --mode=privacy show no epsilon; nor does the
+  plan stored beside them (GS-WGAN's fields carry several)."""
+  c = helpers.config("gswgan_mnist_eps10", **{"privacy.reproducible": True})
+  plan = helpers.privacy_plan(c)
+  assert plan.fields["epsilon_per_row"] is not None  # the plan in memory has them
+  run = RunFolder(str(tmp_path))
+  run.write_plan(plan)
+  with open(run.path("plan.json")) as f:
+    fields = json.load(f)["fields"]
+  eps = {k: v for k, v in fields.items() if k.startswith("epsilon")}
+  assert eps and all(v is None for v in eps.values()), eps
+
+
+def test_a_run_without_plan_json_is_opened_with_the_plan_of_its_config(tmp_path):
+  """Runs trained before plan.json existed stay readable by eval / generate / audit."""
+  from dpgen_jax.run_folder import open_trained
+  c = helpers.config("mnist_eps10", "smoke", **{"data.name": "digits", "data.image_size": 28})
+  RunFolder(str(tmp_path)).write_config(c)
+  _, method, _, abstract = open_trained(c, str(tmp_path))
+  assert method.plan.noise_multiplier == c.privacy.noise_multiplier
+  assert method.plan.steps == c.train.num_steps and abstract is not None

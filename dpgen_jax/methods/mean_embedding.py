@@ -140,7 +140,10 @@ class ReleaseStage(protocol.Stage):
     return {"method": c.method, "features": c[self.method.section].to_dict(),
             "noise_multiplier": self.method.plan.noise_multiplier,
             "neighboring": self.method.plan.neighboring, "dataset": self.method.spec.name,
-            "num_examples": self.method.spec.num_train}
+            "num_examples": self.method.spec.num_train,
+            # preprocessing that changes the features of the same examples
+            "image_size": c.data.get("image_size"),
+            "num_train_subset": c.data.get("num_train_subset")}
 
   def num_items(self) -> int:
     return 1

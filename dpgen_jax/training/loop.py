@@ -6,7 +6,8 @@ checkpoints, logs.
 1. checks the config, loads the data and resolves the privacy plan once (planning.py);
    a run whose planned steps exceed privacy.target_epsilon is refused before any compute;
 2. restores the secret root and the newest readable checkpoint (state + ledger) from the
-   run folder, or starts fresh (checkpoint 0 holds the root before any step);
+   run folder, or starts fresh (checkpoint 0 holds the root before any step), and checks
+   that a resume replays the same computation, before anything is computed;
 3. runs the method's stages (training/stages.py), then `method.prepare`;
 4. runs `method.train_step` once per accounted step, on a padded Poisson batch when the
    method reads them, charging the ledger for every step;
@@ -159,6 +160,18 @@ def train(config, workdir: str) -> dict:
         "public" if root.public else "secret")
   mesh = parallel.make_mesh()
   method = definition.build(plan, config, spec, mesh)
+  state = method.init(rng.make_key(seed, config.train.prng_impl))
+  restored = checkpointer.restore_latest_valid(state)
+  if restored is not None:
+    start_step, state, meta = restored
+    get_logger().info("Resumed from checkpoint %d (epsilon so far %s).", start_step,
+                      meta["ledger"].get("epsilon"))
+  else:
+    start_step, meta = 0, None
+  # Before anything is computed (stages included): a resume must replay the same
+  # computation.
+  fingerprint = replay.replay_fingerprint(config)
+  replay.check_replay(workdir, start_step, meta, fingerprint)
   run.write_config(config)
   run.write_plan(plan)
   stage_summary = stages_lib.run_stages(method.stages(run, dataset, root), run)
@@ -170,17 +183,8 @@ def train(config, workdir: str) -> dict:
   method.prepare(run, dataset, root)
   get_logger().info("Initialising %s on %s (%d train examples from %s) over %d device(s).",
                     config.method, spec.name, spec.num_train, dataset.source, mesh.size)
-  state = method.init(rng.make_key(seed, config.train.prng_impl))
-  restored = checkpointer.restore_latest_valid(state)
-  if restored is not None:
-    start_step, state, meta = restored
-    get_logger().info("Resumed from checkpoint %d (epsilon so far %s).", start_step,
-                      meta["ledger"].get("epsilon"))
-  else:
-    start_step, meta = 0, None
+  if restored is None:
     state = method.start(state)
-  fingerprint = replay.replay_fingerprint(config)
-  replay.check_replay(workdir, start_step, meta, fingerprint)
   ledger = _ledger_from(plan, meta)
   planned_bound = check_budget(ledger, start_step)
   meta = meta or {}
