@@ -42,8 +42,3 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
-
-
-def batch_multiple(mesh: Mesh, microbatch_size: int | None) -> int:
-  """Padded batch sizes must be a multiple of this to shard evenly into microbatches."""
-  return mesh.size * (microbatch_size or 1)

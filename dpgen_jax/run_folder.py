@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dpgen_jax import errors
+from dpgen_jax.cache import write_bytes_atomic
 from dpgen_jax.checkpoints import Checkpointer
 from dpgen_jax.privacy import accounting
 from dpgen_jax.privacy.ledger import PrivacyLedger, scrub_epsilons, write_ledger_file
@@ -53,12 +54,21 @@ class RunFolder:
 
   # -- config.json --------------------------------------------------------------------
 
-  def stored_config(self) -> dict | None:
-    path = self.path("config.json")
+  def _read_json(self, name: str) -> dict | None:
+    path = self.path(name)
     if not os.path.exists(path):
       return None
     with open(path) as f:
       return json.load(f)
+
+  def _write_json(self, name: str, data: dict) -> None:
+    """Atomically (a reader never sees a partial file)."""
+    os.makedirs(self.workdir, exist_ok=True)
+    write_bytes_atomic(self.path(name), json.dumps(data, indent=2, sort_keys=True,
+                                                   default=str).encode())
+
+  def stored_config(self) -> dict | None:
+    return self._read_json("config.json")
 
   def check_config(self, config) -> None:
     """The folder holds (or will hold) a run of this config's method and dataset."""
@@ -75,9 +85,7 @@ class RunFolder:
                      f"different run.")
 
   def write_config(self, config) -> None:
-    os.makedirs(self.workdir, exist_ok=True)
-    with open(self.path("config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    self._write_json("config.json", config.to_dict())
 
   # -- plan.json ----------------------------------------------------------------------
 
@@ -85,18 +93,12 @@ class RunFolder:
     data = plan_to_json(plan)
     if plan.reproducible:  # public randomness: no epsilon shown anywhere (privacy.json too)
       data["fields"] = scrub_epsilons(data["fields"])
-    tmp = self.path("plan.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(data, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, self.path("plan.json"))
+    self._write_json("plan.json", data)
 
   def load_plan(self):
     """The stored PrivacyPlan, or None for a run trained before plan.json existed."""
-    path = self.path("plan.json")
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      return plan_from_json(json.load(f))
+    data = self._read_json("plan.json")
+    return None if data is None else plan_from_json(data)
 
   # -- privacy.json -------------------------------------------------------------------
 
@@ -104,11 +106,7 @@ class RunFolder:
     return write_ledger_file(ledger, self.workdir, extra=extra)
 
   def privacy_record(self) -> dict | None:
-    path = self.path("privacy.json")
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      return json.load(f)
+    return self._read_json("privacy.json")
 
   # -- checkpoints --------------------------------------------------------------------
 

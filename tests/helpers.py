@@ -102,30 +102,28 @@ def started(config, dataset, workdir, root=None):
   return method, method.start(method.init(rng.make_key(0))), root
 
 
-def privacy_plan(config, num_examples: int | None = None):
-  """The resolved PrivacyPlan of `config` (--mode=privacy's, on the static data spec,
-  optionally with another number of training examples)."""
+def _privacy_spec(config, num_examples: int | None):
   import dataclasses
-  from dpgen_jax import planning
   from dpgen_jax.data import registry
   spec = registry.static_spec(config.data)
   if num_examples is not None:
     spec = dataclasses.replace(spec, num_train=int(num_examples))
-  return planning.plan_for(config, spec)[1]
+  return spec
+
+
+def privacy_plan(config, num_examples: int | None = None):
+  """The resolved PrivacyPlan of `config` (--mode=privacy's, on the static data spec,
+  optionally with another number of training examples)."""
+  from dpgen_jax import planning
+  return planning.plan_for(config, _privacy_spec(config, num_examples))[1]
 
 
 def privacy_report(config, num_examples: int | None = None, *, compare_accountants=True):
   """What --mode=privacy prints for `config` (see privacy_plan)."""
   from dpgen_jax import planning
-  plan = privacy_plan(config, num_examples)
-  return planning.report(plan, plan_examples(config, num_examples),
-                         compare_accountants=compare_accountants)
-
-
-def plan_examples(config, num_examples: int | None) -> int:
-  from dpgen_jax.data import registry
-  return int(num_examples) if num_examples is not None else \
-      registry.static_spec(config.data).num_train
+  spec = _privacy_spec(config, num_examples)
+  _, plan, _ = planning.plan_for(config, spec)
+  return planning.report(plan, spec.num_train, compare_accountants=compare_accountants)
 
 
 def static_spec(name: str, preset: str | None = None):

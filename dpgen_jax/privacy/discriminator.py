@@ -107,7 +107,7 @@ def real_fake_gradient(row_loss: RowLoss, params: PyTree, real: dict, fake: dict
                                                   chunk_size=microbatch_size)
     return mechanism(total, noise_key), norms, counts > 0, None
 
-  multiple = row_multiple * (mesh.size if mesh is not None else 1) * (microbatch_size or 1)
+  multiple = row_multiple * sums.split_multiple(mesh, microbatch_size)
   rows = -(-mask.shape[0] // multiple) * multiple
   batch, mask = _pad_rows(batch, rows), _pad_rows(mask, rows)
   total, norms, aux = sums.sharded_clipped_grad_sum(

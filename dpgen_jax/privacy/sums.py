@@ -88,6 +88,12 @@ def clipped_grad_sum(per_example_loss: clipping.PerExampleLoss, params: PyTree, 
   return total, flat(norms), (None if aux is None else jax.tree.map(flat, aux))
 
 
+def split_multiple(mesh: jax.sharding.Mesh | None, microbatch_size: int | None) -> int:
+  """Rows a batch must be a multiple of to split over `mesh`'s devices (none: one) in
+  microbatches of `microbatch_size` (None: one pass)."""
+  return (mesh.size if mesh is not None else 1) * (microbatch_size or 1)
+
+
 def sharded_clipped_grad_sum(mesh: jax.sharding.Mesh | None,
                              per_example_loss: clipping.PerExampleLoss, params: PyTree,
                              batch: PyTree, mask: jax.Array, spec: clipping.ClippingSpec, *,
@@ -105,7 +111,7 @@ def sharded_clipped_grad_sum(mesh: jax.sharding.Mesh | None,
   if mesh is None or mesh.size == 1:
     return clipped_grad_sum(per_example_loss, params, batch, mask, spec,
                             microbatch_size=microbatch_size, strategy=strategy, has_aux=has_aux)
-  if mask.shape[0] % (mesh.size * (microbatch_size or 1)):
+  if mask.shape[0] % split_multiple(mesh, microbatch_size):
     raise ValueError(f"batch of {mask.shape[0]} does not split over {mesh.size} devices "
                      f"in microbatches of {microbatch_size}")
 

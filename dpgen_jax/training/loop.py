@@ -171,7 +171,7 @@ def train(config, workdir: str) -> dict:
   # Before anything is computed (stages included): a resume must replay the same
   # computation.
   fingerprint = replay.replay_fingerprint(config)
-  replay.check_replay(workdir, start_step, meta, fingerprint)
+  replay.check_replay(run, start_step, meta, fingerprint)
   run.write_config(config)
   run.write_plan(plan)
   stage_summary = stages_lib.run_stages(method.stages(run, dataset, root), run)

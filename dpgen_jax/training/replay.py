@@ -54,13 +54,14 @@ def replay_fingerprint(config) -> str:
   return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def check_replay(workdir: str, start_step: int, meta: dict | None, fingerprint: str) -> None:
-  """Refuses to replay steps whose outputs are already out under another fingerprint."""
-  path = os.path.join(workdir, "privacy.json")
-  if meta is None or not os.path.exists(path):
+def check_replay(run, start_step: int, meta: dict | None, fingerprint: str) -> None:
+  """Refuses to replay steps whose outputs are already out under another fingerprint
+  (`run`: the RunFolder, whose privacy.json says which steps were released)."""
+  record = run.privacy_record() if meta is not None else None
+  if record is None:
     return
-  with open(path) as f:
-    released = int(json.load(f).get("released_through_step", start_step))
+  workdir = run.workdir
+  released = int(record.get("released_through_step", start_step))
   stored = meta.get("replay_fingerprint")
   if released > start_step and stored is not None and stored != fingerprint:
     raise errors.UserError(

@@ -270,15 +270,6 @@ def tree_index(tree: PyTree, i) -> PyTree:
   return jax.tree.map(lambda a: a[i], tree)
 
 
-def tree_set(tree: PyTree, i, value: PyTree) -> PyTree:
-  """Writes `value` at position i of every leaf's leading axis."""
-  return jax.tree.map(lambda a, v: a.at[i].set(v), tree, value)
-
-
-def stack_size(tree: PyTree) -> int:
-  return int(jax.tree.leaves(tree)[0].shape[0])
-
-
 def num_shards_examples(num_examples: int, num_discriminators: int) -> tuple[int, int]:
   """(examples per shard n = floor(N / K), examples used n K), as upstream."""
   n = num_examples // num_discriminators
