@@ -47,8 +47,11 @@ def paper_config(dataset: str, *, batch_size: int, num_steps: int, d_steps_per_g
   c.dpgan.d_width = 128
   # How D sees the label: 'planes' (upstream: a convolution of one-hot planes),
   # 'embedding' (a learned per-class bias map, no convolution) or 'projection'
-  # (Miyato & Koyama's projection head); see models/dcgan.py.
+  # (Miyato & Koyama's projection head) or 'auxiliary' (AC-GAN: D does not see the label,
+  # a class head does; D's loss on real rows and G's loss gain aux_weight times its
+  # cross-entropy); see models/dcgan.py.
   c.dpgan.d_label = "planes"
+  c.dpgan.aux_weight = 1.0  # used only with d_label = 'auxiliary' 
   # The generator's normalisation: 'none' (upstream) or 'batch' (batch statistics in
   # training and sampling, no running averages; see models/dcgan.py).
   c.dpgan.g_norm = "none"

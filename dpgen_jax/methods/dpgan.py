@@ -143,6 +143,7 @@ def validate(config, spec) -> None:
           f"dpgan.g_batch_size must be >= 0 (0: the fakes per D step), got {g.g_batch_size}.")
   require(g.d_label in dcgan.D_LABEL_MODES,
           f"dpgan.d_label must be one of {dcgan.D_LABEL_MODES}, got {g.d_label!r}.")
+  require(g.aux_weight >= 0.0, f"dpgan.aux_weight must be >= 0, got {g.aux_weight}.")
   require(config.privacy.clipping == "flat",
           "dpgan clips over all of D's parameters (privacy.clipping = 'flat'), as upstream.")
   if spec is None:
@@ -195,21 +196,24 @@ def bce_with_logits(logit, target):
   return optax.sigmoid_binary_cross_entropy(logit, target)
 
 
-def private_discriminator_grad(d_apply, d_params, real: dict, fake: dict, noise_key, *,
+def private_discriminator_grad(d_scores, d_params, real: dict, fake: dict, noise_key, *,
                                clip: clipping.ClippingSpec, mechanism: mechanisms.GaussianSum,
                                mesh=None, microbatch_size=None, strategy: str = "vmap",
-                               loss_name: str = "bce"):
+                               loss_name: str = "bce", aux_weight: float = 0.0):
   """The privatised D gradient of dpgan.md §2.5 steps 3-8, and per-row logits.
 
   Every real and fake row is one record (privacy.discriminator, grouping 'rows'): its
-  loss gradient (BCE or hinge, `loss_name`; target 1 real, 0 fake) is clipped to C and
+  loss gradient (BCE or hinge, `loss_name`; target 1 real, 0 fake; plus, for real rows,
+  `aux_weight` times the auxiliary classifier's cross-entropy) is clipped to C and
   `mechanism` adds one N(0, (sigma C)^2) draw to the sum and divides it by its constant.
+  `d_scores(params, x, y)` gives (logits, per-row class cross-entropies).
   Returns (gradient, per-row logits, norms, present) with rows ordered fakes, reals,
   padding.
   """
   def row_loss(params, x, y, is_real):
-    logit = d_apply(params, x[None], y[None])[0]
-    return d_row_loss(loss_name, logit, is_real.astype(jnp.float32)), logit
+    logit, ce = d_scores(params, x[None], y[None])
+    loss = d_row_loss(loss_name, logit[0], is_real.astype(jnp.float32))
+    return loss + aux_weight * jnp.where(is_real, ce[0], 0.0), logit[0]
 
   grad, norms, present, logits = discriminator.real_fake_gradient(
       row_loss, d_params, real, fake, noise_key, mechanism=mechanism, clip=clip,
@@ -237,6 +241,7 @@ class DPGAN(protocol.Method):
     self.num_fakes = fake_batch_size(bsz, n, g.num_fakes)
     self.divisor = dp_divisor(bsz, n, g.num_fakes)
     self.loss = g.loss
+    self.aux_weight = float(g.aux_weight) if g.d_label == "auxiliary" else 0.0
     self.ema = float(g.g_ema_decay)
     self.probe_size = int(g.probe_batch_size or bsz)
     self.g_batch = int(g.g_batch_size or self.num_fakes)
@@ -257,8 +262,17 @@ class DPGAN(protocol.Method):
     labels = jax.random.randint(ky, (n,), 0, self.spec.num_classes)
     return self.generator.apply({"params": g_params}, z, labels), labels
 
+  def _d_scores(self, params, x, y):
+    """(D's logits, per-row cross-entropy of its auxiliary classifier on labels y; zeros
+    without one)."""
+    out = self.discriminator.apply({"params": params}, x, y)
+    if self.config.dpgan.d_label != "auxiliary":
+      return out, jnp.zeros_like(out)
+    logits, class_logits = out
+    return logits, optax.softmax_cross_entropy_with_integer_labels(class_logits, y)
+
   def _d_apply(self, params, x, y):
-    return self.discriminator.apply({"params": params}, x, y)
+    return self._d_scores(params, x, y)[0]
 
   def init(self, rng):
     # One jitted computation: eager Flax init compiles every initialiser separately.
@@ -306,9 +320,9 @@ class DPGAN(protocol.Method):
     if self.plan.private:
       _, microbatch = self._row_layout(num_real)
       grad, logits, norms, mask = private_discriminator_grad(
-          self._d_apply, state.d_params, real, fake, key_noise, clip=self.clip,
+          self._d_scores, state.d_params, real, fake, key_noise, clip=self.clip,
           mechanism=self.mechanism, mesh=self.mesh, microbatch_size=microbatch,
-          strategy=self.strategy, loss_name=self.loss)
+          strategy=self.strategy, loss_name=self.loss, aux_weight=self.aux_weight)
       clipped = jnp.sum((norms > self.clip.clip_norm) & mask) / jnp.sum(mask)
     else:  # non-private (dpgan.md §2.9): mean loss over the realised real + fake batch
       x = jnp.concatenate([fake["x"], real["x"]])
@@ -317,8 +331,8 @@ class DPGAN(protocol.Method):
       target = (jnp.arange(mask.shape[0]) >= self.num_fakes).astype(jnp.float32)
 
       def mean_loss(params):
-        logits = self._d_apply(params, x, y)
-        losses = d_row_loss(self.loss, logits, target)
+        logits, ce = self._d_scores(params, x, y)
+        losses = d_row_loss(self.loss, logits, target) + self.aux_weight * target * ce
         return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.sum(mask), logits
 
       grad, logits = jax.grad(mean_loss, has_aux=True)(state.d_params)
@@ -349,7 +363,8 @@ class DPGAN(protocol.Method):
 
     def g_loss(g_params, k):
       x, y = self._fakes(g_params, k, self.g_batch)
-      return g_loss_from_logits(self.loss, self._d_apply(state.d_params, x, y))
+      logits, ce = self._d_scores(state.d_params, x, y)
+      return g_loss_from_logits(self.loss, logits) + self.aux_weight * jnp.mean(ce)
 
     g_params, g_opt, ema_g, g_steps = (state.g_params, state.g_opt, state.ema_g_params,
                                        state.g_steps)

@@ -201,7 +201,7 @@ class DCGANGenerator(nn.Module):
 
 
 # How the discriminator sees the label (dpgan.d_label).
-D_LABEL_MODES = ("planes", "embedding", "projection")
+D_LABEL_MODES = ("planes", "embedding", "projection", "auxiliary")
 
 
 def _label_embedding_init(taps: int, fan_in: int):
@@ -237,6 +237,10 @@ class DCGANDiscriminator(nn.Module):
         branch `conv1_1` has all d channels); the logit gains <e_y, sum of the features
         entering the last layer over positions>, with a learned e_y per class
         (`label_embed`, PyTorch Linear init with the last layer's fan-in).
+      'auxiliary' (Odena et al. 2017, AC-GAN): D does not see the label (the image branch
+        has all d channels, as 'projection'); a second last layer (`aux_head`, the last
+        layer's shape with L outputs, averaged over positions) predicts the class.
+        `__call__` then returns (logits, class_logits).
   """
   resolution: int = 28
   channels: int = 1
@@ -258,7 +262,8 @@ class DCGANDiscriminator(nn.Module):
         all-zero label image (this cannot be checked under jit).
 
     Returns:
-      (B,) logits (shape (1,) for a single example, never a scalar).
+      (B,) logits (shape (1,) for a single example, never a scalar); with label_mode
+      'auxiliary', (logits, (B, L) class logits).
     """
     expected = (self.resolution, self.resolution, self.channels)
     if x.ndim != 4 or x.shape[1:] != expected:
@@ -276,7 +281,7 @@ class DCGANDiscriminator(nn.Module):
 
     batch, height, width = x.shape[:3]
     f = table.first
-    if self.label_mode == "projection":
+    if self.label_mode in ("projection", "auxiliary"):
       h = _leaky_relu(init.torch_conv(x.shape[-1], 2 * f.features, f.kernel, f.stride,
                                       f.padding, name="conv1_1")(x))
     else:
@@ -309,6 +314,11 @@ class DCGANDiscriminator(nn.Module):
       e = nn.Embed(self.num_classes, features.shape[-1], name="label_embed",
                    embedding_init=init.torch_uniform(fan_in))(labels)
       logits = logits + jnp.sum(e * jnp.sum(features, axis=(1, 2)), axis=-1)
+    if self.label_mode == "auxiliary":
+      layer = table.trunk[-1]
+      classes = init.torch_conv(features.shape[-1], self.num_classes, layer.kernel,
+                                layer.stride, layer.padding, name="aux_head")(features)
+      return logits, jnp.mean(classes.reshape(batch, -1, self.num_classes), axis=1)
     return logits
 
 

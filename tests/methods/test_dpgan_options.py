@@ -167,13 +167,14 @@ def test_probe_batch_size_zero_means_the_batch_size():
 # --- the discriminator's label mode -------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["embedding", "projection"])
+@pytest.mark.parametrize("mode", ["embedding", "projection", "auxiliary"])
 def test_label_mode_reaches_the_discriminator_and_a_private_d_step_runs(mode):
   c = _smoke(**{"dpgan.d_label": mode, "privacy.noise_multiplier": 1.0})
   method = methods.build(c, SPEC, parallel.make_mesh())
   assert method.discriminator.label_mode == mode
   state = method.init(rng.make_key(0))
-  assert "conv1_2" not in state.d_params and "label_embed" in state.d_params
+  assert "conv1_2" not in state.d_params
+  assert ("aux_head" if mode == "auxiliary" else "label_embed") in state.d_params
   data = np.random.default_rng(0)
   batch = {"x": jnp.asarray(data.uniform(size=(40, 28, 28, 1)), jnp.float32),
            "y": jnp.asarray(data.integers(0, 10, 40), jnp.int32),
@@ -213,3 +214,101 @@ def test_paper_presets_keep_the_upstream_recipe(name):
   assert (g.g_ema_decay, g.num_fakes, g.probe_batch_size, g.g_batch_size) == (0.0, 0, 0, 0)
   assert (g.d_label, g.g_norm, g.g_steps_per_cycle) == ("planes", "none", 1)
   assert (g.g_width, g.d_width, g.latent_dim) == (128, 128, 128)
+
+
+# --- the auxiliary classifier (d_label = 'auxiliary', AC-GAN) ----------------------------
+
+
+def _aux_method(weight=2.0, **overrides):
+  c = _smoke(**{"dpgan.d_label": "auxiliary", "dpgan.aux_weight": weight,
+                "privacy.noise_multiplier": 1.0, **overrides})
+  method = methods.build(c, SPEC, parallel.make_mesh())
+  return method, method.init(rng.make_key(0))
+
+
+def _rows(n, seed=0):
+  data = np.random.default_rng(seed)
+  return (jnp.asarray(data.uniform(size=(n, 28, 28, 1)), jnp.float32),
+          jnp.asarray(data.integers(0, 10, n), jnp.int32))
+
+
+def test_auxiliary_discriminator_ignores_the_label_and_scores_classes():
+  method, state = _aux_method()
+  assert "label_embed" not in state.d_params and "aux_head" in state.d_params
+  x, y = _rows(5)
+  logits, class_logits = method.discriminator.apply({"params": state.d_params}, x, y)
+  assert logits.shape == (5,) and class_logits.shape == (5, 10)
+  other = method.discriminator.apply({"params": state.d_params}, x, (y + 3) % 10)
+  # The label must not enter D: otherwise the class head could read it off its input.
+  np.testing.assert_array_equal(np.asarray(other[0]), np.asarray(logits))
+  np.testing.assert_array_equal(np.asarray(other[1]), np.asarray(class_logits))
+  _, ce = method._d_scores(state.d_params, x, y)
+  log_p = jax.nn.log_softmax(np.asarray(class_logits, np.float64), axis=-1)
+  np.testing.assert_allclose(np.asarray(ce), -log_p[np.arange(5), np.asarray(y)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "ghost"])
+def test_auxiliary_loss_of_real_rows_is_inside_the_clipped_record(strategy):
+  """Sum of per-row gradients of hinge + w * CE (reals only), each clipped to C, by hand."""
+  method, state = _aux_method(weight=2.0, **{"dpgan.loss": "hinge"})
+  xr, yr = _rows(6, seed=1)
+  xf, yf = _rows(3, seed=2)
+  real = {"x": xr, "y": yr, "mask": jnp.asarray([True] * 5 + [False])}
+  fake = {"x": xf, "y": yf}
+  clip = dpgan.clipping.ClippingSpec(clip_norm=0.05)
+  mech = dpgan.mechanism(1.0, 0.05, 32, 60_000, 3)
+  grad, _, norms, _ = dpgan.private_discriminator_grad(
+      method._d_scores, state.d_params, real, fake, rng.make_key(3), clip=clip,
+      mechanism=mech, strategy=strategy, loss_name="hinge", aux_weight=2.0)
+
+  def row_loss(params, x, y, is_real):
+    logits, class_logits = method.discriminator.apply({"params": params}, x[None], y[None])
+    hinge = jax.nn.relu(1.0 - logits[0]) if is_real else jax.nn.relu(1.0 + logits[0])
+    ce = -jax.nn.log_softmax(class_logits[0])[y]
+    return hinge + (2.0 * ce if is_real else 0.0)
+
+  total = jax.tree.map(jnp.zeros_like, state.d_params)
+  want_norms = []
+  rows = [(xf[i], yf[i], False) for i in range(3)] + [(xr[i], yr[i], True) for i in range(5)]
+  for x, y, is_real in rows:
+    g = jax.grad(row_loss)(state.d_params, x, y, is_real)
+    norm = float(optax.tree.norm(g))
+    want_norms.append(norm)
+    total = jax.tree.map(lambda t, a, f=min(1.0, 0.05 / (norm + 1e-6)): t + f * a, total, g)
+  np.testing.assert_allclose(np.asarray(norms)[:8], want_norms, rtol=2e-4)
+  # The released gradient is (clipped sum + N(0, (sigma C)^2)) / divisor: subtract the
+  # hand-made clipped sum and the noise must have the calibrated scale.
+  noise = jnp.concatenate([jnp.ravel(a * mech.divisor - b) for a, b in
+                           zip(jax.tree.leaves(grad), jax.tree.leaves(total))])
+  assert abs(float(jnp.std(noise)) / 0.05 - 1.0) < 0.05
+  # And the CE term is really there: with aux_weight 0 the norms differ.
+  _, _, plain_norms, _ = dpgan.private_discriminator_grad(
+      method._d_scores, state.d_params, real, fake, rng.make_key(3), clip=clip,
+      mechanism=mech, strategy=strategy, loss_name="hinge", aux_weight=0.0)
+  assert not np.allclose(np.asarray(plain_norms)[3:8], want_norms[3:])
+  np.testing.assert_allclose(np.asarray(plain_norms)[:3], want_norms[:3], rtol=2e-4)
+
+
+def test_auxiliary_generator_loss_adds_the_class_cross_entropy():
+  method, state = _aux_method(weight=3.0, **{"privacy.noise_multiplier": None,
+                                             "privacy.enabled": False})
+  key = rng.make_key(4)
+  after = jax.jit(method._g_update)(state, key)
+  # The same G step by hand: non-saturating BCE + 3 * CE of D's class head on the fakes.
+  _, k_g = jax.random.split(key)
+
+  def loss(g_params):
+    x, y = method._fakes(g_params, k_g, method.g_batch)
+    logits, class_logits = method.discriminator.apply({"params": state.d_params}, x, y)
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(class_logits), y[:, None], axis=1)[:, 0]
+    return jnp.mean(jax.nn.softplus(-logits)) + 3.0 * jnp.mean(ce)
+
+  upd, _ = method.g_tx.update(jax.grad(loss)(state.g_params), state.g_opt, state.g_params)
+  want = optax.apply_updates(state.g_params, upd)
+  for a, b in zip(jax.tree.leaves(after.g_params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_aux_weight_must_not_be_negative():
+  with pytest.raises(errors.ConfigError, match=r"dpgan.aux_weight must be >= 0, got -1"):
+    dpgan.validate(_smoke(**{"dpgan.aux_weight": -1.0}), None)
