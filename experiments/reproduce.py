@@ -2,16 +2,19 @@
 
     python experiments/reproduce.py [--runs-dir RUNS] [--only NAME ...] [--dry-run]
 
-For every config in configs/ that has a `cpu` preset (DP-GAN: only `mnist_eps10`, the
-headline configuration, unless --all-dpgan; every dpcgan_*, sinkhorn_*, gswgan_*,
-cslgan_* ... config that exists) it runs, in RUNS/<run name> (`dpgan_mnist_eps10_cpu`,
+For every config in configs/ that has a `cpu` preset (DP-GAN: the four configurations of
+its results table, `mnist_eps10` (the headline), `fashion_mnist_eps10`, `mnist_eps1` and
+`mnist_nonpriv`, unless --all-dpgan; every dpcgan_*, sinkhorn_*, gswgan_*, cslgan_*,
+merf_*, ntk_* config that exists) it runs, in RUNS/<run name> (`dpgan_mnist_eps10_cpu`,
 `dpcgan_mnist_eps10_cpu`, `sinkhorn_mnist_m1_cpu`, ...):
 
   1. python main.py --config=configs/NAME.py:cpu --workdir=W --mode=train
      (skipped when W/privacy.json already covers W's train.num_steps);
   2. python main.py ... --mode=eval --config.eval.checkpoint=FINAL, the final checkpoint
      (skipped when W/eval/metrics.jsonl has it); for the --curve config (default
-     mnist_eps10) then every kept checkpoint, for the epsilon curves.
+     mnist_eps10) then every kept checkpoint with --curve-protocol (default 'quick':
+     10,000 samples, 3 CNN epochs; docs/results.md measures its agreement with 'full'),
+     for the curves against epsilon and against training wall time.
 
 A run made by hand is reused: when RUNS/<run name> does not exist, a directory of RUNS
 whose config.json has the same method, dataset and target epsilon is used (ties broken
@@ -20,8 +23,8 @@ by the number of equal method settings), or give --workdir NAME=DIR.
 It then writes RUNS/results.md (one row per config: method, dataset, epsilon with its
 accountant and delta, FID with its feature extractor, CNN / LogReg / MLP accuracy or
 AUROC, wall time, hardware, and the upstream paper numbers in the next columns), and
-with matplotlib (`pip install -e ".[plots]"`) RUNS/plots/*_vs_epsilon.png from the
-checkpoints of the curve run, plus RUNS/samples/<run name>.png, the newest
+with matplotlib (`pip install -e ".[plots]"`) RUNS/plots/*_vs_epsilon.png and
+*_vs_wall_time.png from the checkpoints of the curve run, plus RUNS/samples/<run name>.png, the newest
 eval/samples_<step>.png of each run (experiments/results_table.py). Numbers are read from
 the runs' files only.
 Wall times come from RUNS/<run>/reproduce.json (written here, with the load average
@@ -48,6 +51,9 @@ from results_table import (final_step, read_json as _read_json, read_metrics,  #
 
 # ------------------------------------------------------------------ discovery
 
+# The DP-GAN configurations run by default (the others with --all-dpgan).
+DPGAN_TABLE = ("mnist_eps10", "fashion_mnist_eps10", "mnist_eps1", "mnist_nonpriv")
+
 def run_name(name: str, method: str) -> str:
   prefixed = name if name.startswith(method.split("_")[-1]) or name.startswith(method) \
       else f"{method}_{name}"
@@ -68,7 +74,7 @@ def discover(configs_dir: str, all_dpgan: bool = False) -> list[dict]:
     except errors.ConfigError:
       continue  # no cpu preset
     method = str(config.method)
-    if method == "dpgan" and not all_dpgan and name != "mnist_eps10":
+    if method == "dpgan" and not all_dpgan and name not in DPGAN_TABLE:
       continue
     found.append(dict(name=name, path=path, method=method, dataset=str(config.data.name),
                       run=run_name(name, method), config=config.to_dict()))
@@ -144,7 +150,8 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(s) for s in os.listdir(d) if s.isdigit()) if os.path.isdir(d) else []
 
 
-def commands(entry: dict, python: str, curve: str) -> list[tuple[str, list[str]]]:
+def commands(entry: dict, python: str, curve: str,
+             curve_protocol: str = "quick") -> list[tuple[str, list[str]]]:
   """The (stage, argv) still to run for `entry` (train, eval final, eval all)."""
   w = entry["workdir"]
   base = [python, os.path.join(REPO, "main.py"), f"--config={entry['path']}:cpu",
@@ -161,8 +168,11 @@ def commands(entry: dict, python: str, curve: str) -> list[tuple[str, list[str]]
   final = final_step(w) if trained else int(entry["config"]["train"]["num_steps"])
   if final is None or final not in done:
     todo.append(("eval", base + ["--mode=eval", f"--config.eval.checkpoint={final}"]))
-  if entry["name"] == curve and (todo or set(checkpoint_steps(w)) - done - {final}):
-    todo.append(("eval_all", base + ["--mode=eval"]))  # the job skips evaluated steps
+  curve_done = done if curve_protocol == "full" else \
+      {int(r["step"]) for r in read_metrics(w, curve_protocol)}
+  if entry["name"] == curve and (todo or set(checkpoint_steps(w)) - curve_done - {final}):
+    todo.append(("eval_all", base + ["--mode=eval", f"--config.eval.protocol={curve_protocol}"]))
+    # (the job skips evaluated steps)
   return todo
 
 
@@ -189,8 +199,9 @@ def hardware() -> str:
   return f"{cpu}, {os.cpu_count()} cores; jax {n} x {devices}"
 
 
-def run_stages(entry: dict, python: str, curve: str, dry_run: bool, env: dict) -> None:
-  for stage, argv in commands(entry, python, curve):
+def run_stages(entry: dict, python: str, curve: str, dry_run: bool, env: dict,
+               curve_protocol: str = "quick") -> None:
+  for stage, argv in commands(entry, python, curve, curve_protocol):
     print(("[dry-run] " if dry_run else "") + " ".join(argv), flush=True)
     if dry_run:
       continue
@@ -220,6 +231,8 @@ def main(argv=None) -> int:
   p.add_argument("--all-dpgan", action="store_true", help="all 13 DP-GAN configs")
   p.add_argument("--curve", default="mnist_eps10", help="config whose checkpoints are all "
                  "evaluated and plotted against epsilon")
+  p.add_argument("--curve-protocol", default="quick", choices=("quick", "full"),
+                 help="evaluation protocol of the curve run's checkpoints (default quick)")
   p.add_argument("--workdir", action="append", default=[], metavar="NAME=DIR")
   p.add_argument("--python", default=sys.executable)
   args = p.parse_args(argv)
@@ -239,10 +252,10 @@ def main(argv=None) -> int:
   env = dict(os.environ)  # DPGEN_DATA_DIR etc. pass through to main.py
   if not args.collect_only:
     for e in entries:
-      run_stages(e, args.python, args.curve, args.dry_run, env)
+      run_stages(e, args.python, args.curve, args.dry_run, env, args.curve_protocol)
   if args.dry_run:
     return 0
-  path = write_results(entries, args.runs_dir, args.curve, hardware())
+  path = write_results(entries, args.runs_dir, args.curve, hardware(), args.curve_protocol)
   print(f"wrote {path}")
   return 0
 

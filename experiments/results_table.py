@@ -13,7 +13,8 @@ import shutil
 import sys
 
 METHOD_NAMES = {"dpgan": "DP-GAN (Private GANs, revisited)", "dpcgan": "DP-CGAN",
-                "dp_sinkhorn": "DP-Sinkhorn", "gswgan": "GS-WGAN", "cslgan": "CSL-GAN"}
+                "dp_sinkhorn": "DP-Sinkhorn", "gswgan": "GS-WGAN", "cslgan": "CSL-GAN",
+                "dp_merf": "DP-MERF", "dp_ntk": "DP-NTK"}
 EXTRACTORS = {"fid_lenet": "LeNet", "fid_inception": "Inception-v3"}
 # Upstream numbers (FID, accuracy % or AUROC, source), from docs/results.md (published
 # numbers) and docs/methods/*.md; keyed by config name. Protocols differ per source (see there).
@@ -46,9 +47,11 @@ def read_json(path: str):
     return None
 
 
-def read_metrics(workdir: str) -> list[dict]:
+def read_metrics(workdir: str, protocol: str = "full") -> list[dict]:
+  """The eval rows of `workdir` for `protocol` (eval/metrics.jsonl or metrics_<protocol>.jsonl)."""
   records = []
-  path = os.path.join(workdir, "eval", "metrics.jsonl")
+  name = "metrics.jsonl" if protocol == "full" else f"metrics_{protocol}.jsonl"
+  path = os.path.join(workdir, "eval", name)
   if os.path.exists(path):
     with open(path) as f:
       for line in f:
@@ -160,8 +163,10 @@ def copy_samples(rows: list[dict], runs_dir: str) -> dict:
   return out
 
 
-def plot_curves(records: list[dict], out_dir: str, name: str) -> list[str]:
-  """metric vs epsilon PNGs from the checkpoints of one run; [] without matplotlib."""
+def plot_curves(records: list[dict], out_dir: str, name: str,
+                protocol: str = "full") -> list[str]:
+  """metric vs epsilon and vs training wall time PNGs from the checkpoints of one run
+  (wall time: the checkpoints' train_wall_time_s); [] without matplotlib."""
   try:
     import matplotlib
     matplotlib.use("Agg")
@@ -171,28 +176,34 @@ def plot_curves(records: list[dict], out_dir: str, name: str) -> list[str]:
           "(pip install -e \".[plots]\").", file=sys.stderr)
     return []
   paths = []
-  points = sorted((r for r in records if r.get("epsilon") is not None), key=lambda r: r["step"])
+  points = sorted(records, key=lambda r: r["step"])
+  axes = (("epsilon", "epsilon spent", "epsilon", 1.0),
+          ("train_wall_time_s", "training wall time (min)", "wall_time", 1 / 60))
   for key, label, short in CURVE_METRICS:
-    xy = [(r["epsilon"], (100 * r[key] if key.startswith("acc") and r[key] <= 1 else r[key]))
-          for r in points if key in r]
-    if not xy:
-      continue
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
-    ax.plot([x for x, _ in xy], [y for _, y in xy], "o-")
-    ax.set_xlabel("epsilon spent (checkpoints of one run)")
-    ax.set_ylabel(label)
-    ax.set_title(f"{name}: {label} vs epsilon", fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{name}_{short}_vs_epsilon.png")
-    fig.savefig(path)
-    plt.close(fig)
-    paths.append(path)
+    for x_key, x_label, x_short, scale in axes:
+      xy = [(r[x_key] * scale, (100 * r[key] if key.startswith("acc") and r[key] <= 1
+                                else r[key]))
+            for r in points if key in r and r.get(x_key) is not None]
+      if not xy:
+        continue
+      fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+      ax.plot([x for x, _ in xy], [y for _, y in xy], "o-")
+      ax.set_xlabel(f"{x_label} (checkpoints of one run)")
+      ax.set_ylabel(label)
+      ax.set_title(f"{name}: {label} vs {x_short.replace('_', ' ')} ({protocol} eval)",
+                   fontsize=9)
+      ax.grid(alpha=0.3)
+      fig.tight_layout()
+      os.makedirs(out_dir, exist_ok=True)
+      path = os.path.join(out_dir, f"{name}_{short}_vs_{x_short}.png")
+      fig.savefig(path)
+      plt.close(fig)
+      paths.append(path)
   return paths
 
 
-def write_results(entries: list[dict], runs_dir: str, curve: str, machine: str) -> str:
+def write_results(entries: list[dict], runs_dir: str, curve: str, machine: str,
+                  curve_protocol: str = "full") -> str:
   missing = [e["name"] for e in entries
              if not os.path.exists(os.path.join(e["workdir"], "privacy.json"))]
   entries = [e for e in entries if e["name"] not in missing]
@@ -202,10 +213,13 @@ def write_results(entries: list[dict], runs_dir: str, curve: str, machine: str) 
     text += [f"Not run yet (no privacy.json): {', '.join(missing)}.", ""]
   samples = copy_samples(rows, runs_dir)
   curve_rows = [e for e in entries if e["name"] == curve]
-  plots = plot_curves(read_metrics(curve_rows[0]["workdir"]), os.path.join(runs_dir, "plots"),
-                      curve) if curve_rows else []
+  plots = plot_curves(read_metrics(curve_rows[0]["workdir"], curve_protocol),
+                      os.path.join(runs_dir, "plots"), curve,
+                      curve_protocol) if curve_rows else []
   if plots:
-    text += ["## Epsilon curves", ""] + [f"![{os.path.basename(p)}]"
+    text += ["## Curves over the checkpoints of one run", "",
+             f"`{curve}`, every kept checkpoint evaluated with the {curve_protocol!r} "
+             "protocol.", ""] + [f"![{os.path.basename(p)}]"
                                          f"({os.path.relpath(p, runs_dir)})" for p in plots] + [""]
   if samples:
     text += ["## Samples (newest evaluated checkpoint)", ""]

@@ -51,8 +51,10 @@ def runs(tmp_path):
   ledger = {"private": True, "accountant": "rdp", "delta": 1e-5, "epsilon": 9.99,
             "steps": 200, "checkpoint_step": 200}
   w = _run(runs, "dpgan_mnist_eps10_cpu", DPGAN_CFG, ledger,
-           [{"step": 100, "epsilon": 5.125, "acc_cnn": 0.5, "fid_lenet": 80.0},
-            {"step": 200, "epsilon": 9.99, "acc_cnn": 0.81234, "fid_lenet": 42.42}],
+           [{"step": 100, "epsilon": 5.125, "acc_cnn": 0.5, "fid_lenet": 80.0,
+             "train_wall_time_s": 900.0},
+            {"step": 200, "epsilon": 9.99, "acc_cnn": 0.81234, "fid_lenet": 42.42,
+             "train_wall_time_s": 1800.0}],
            grids=[(100, "old grid"), (200, "newest grid")])
   _write(os.path.join(w, "reproduce.json"), {"train": {
       "wall_time_s": 1800.0, "load_before": "2.00 1.00 0.50", "load_after": "2.10 1.90 1.00",
@@ -70,12 +72,14 @@ def runs(tmp_path):
   return runs
 
 
-def test_discover_finds_cpu_presets_and_only_the_headline_dpgan_config():
+def test_discover_finds_cpu_presets_and_only_the_dpgan_table_configs():
   names = {e["name"]: e for e in reproduce.discover(CONFIGS)}
-  assert "mnist_eps10" in names and "mnist_eps1" not in names
+  dpgan_names = {n for n, e in names.items() if e["method"] == "dpgan"}
+  assert dpgan_names == {"mnist_eps10", "fashion_mnist_eps10", "mnist_eps1", "mnist_nonpriv"}
+  assert {"merf_mnist_eps1", "ntk_mnist_eps10", "sinkhorn_mnist_m1"} <= set(names)
   assert names["mnist_eps10"]["run"] == "dpgan_mnist_eps10_cpu"
   assert names["mnist_eps10"]["method"] == "dpgan"
-  assert "mnist_eps1" in {e["name"] for e in reproduce.discover(CONFIGS, all_dpgan=True)}
+  assert "mnist_eps10_adaptive" in {e["name"] for e in reproduce.discover(CONFIGS, all_dpgan=True)}
 
 
 def test_stages_are_skipped_when_their_outputs_exist(runs):
@@ -86,9 +90,18 @@ def test_stages_are_skipped_when_their_outputs_exist(runs):
   w = entries[0]["workdir"]
   with open(os.path.join(w, "eval", "metrics.jsonl"), "w") as f:
     f.write(json.dumps({"step": 100, "epsilon": 5.1}) + "\n")
-  stages = reproduce.commands(entries[0], "py", curve="mnist_eps10")
+  stages = reproduce.commands(entries[0], "py", curve="mnist_eps10", curve_protocol="full")
   assert [s for s, _ in stages] == ["eval", "eval_all"]
   assert "--config.eval.checkpoint=200" in stages[0][1]
+  assert "--config.eval.protocol=full" in stages[1][1]
+  # The curve's checkpoints with the quick protocol: its own rows decide what is left.
+  quick = reproduce.commands(entries[0], "py", curve="mnist_eps10")
+  assert "--config.eval.protocol=quick" in quick[1][1]
+  with open(os.path.join(w, "eval", "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": 200, "epsilon": 9.99}) + "\n")
+  with open(os.path.join(w, "eval", "metrics_quick.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 100, "epsilon": 5.1}) + "\n")
+  assert reproduce.commands(entries[0], "py", curve="mnist_eps10") == []
   # A fresh workdir: train first.
   fresh = _entry("mnist_eps10", "dpgan", DPGAN_CFG)
   fresh["workdir"] = os.path.join(runs, "nothing_here")
@@ -127,8 +140,9 @@ def test_results_table_plots_and_samples(runs):
   except ImportError:
     pytest.skip("matplotlib (the [plots] extra) is not installed: plots not checked")
   for short in ("acc", "fid"):
-    png = os.path.join(runs, "plots", f"mnist_eps10_{short}_vs_epsilon.png")
-    assert os.path.getsize(png) > 1000 and f"({os.path.relpath(png, runs)})" in text
+    for x in ("epsilon", "wall_time"):
+      png = os.path.join(runs, "plots", f"mnist_eps10_{short}_vs_{x}.png")
+      assert os.path.getsize(png) > 1000 and f"({os.path.relpath(png, runs)})" in text
 
 
 def test_unknown_only_name_is_an_error(runs, capsys):

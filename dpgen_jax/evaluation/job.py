@@ -139,6 +139,8 @@ class Evaluator:
               "num_samples": int(e.num_samples), "labels": e.labels, "protocol": self.protocol}
     if caveat:
       record["epsilon_caveat"] = caveat
+    if "train_wall_time_s" in meta:  # training time up to this checkpoint
+      record["train_wall_time_s"] = float(meta["train_wall_time_s"])
     trained_on_private = [m for m in e.metrics if m in metrics_lib.USES_PRIVATE_MODEL]
     if trained_on_private:  # the LeNet behind these is trained on the private split
       record["not_covered_by_epsilon"] = trained_on_private

@@ -129,6 +129,7 @@ def _log_plan(ledger, plan, total_steps: int, start_step: int, planned_bound: fl
 
 def train(config, workdir: str) -> dict:
   """Trains `config.method` in `workdir`; returns a summary (steps, epsilon, time)."""
+  session_start = time.time()
   parallel.initialize_distributed(config.get("distributed"))
   definition, dataset, plan, config = prepare(config)
   from clu import metric_writers, periodic_actions  # imports TensorFlow: after the checks
@@ -225,6 +226,14 @@ def train(config, workdir: str) -> dict:
                                     "released_through_step": released["step"],
                                     "replay_fingerprint": fingerprint})
 
+  # Wall time of `train` up to a checkpoint (data loading, compilation and stages
+  # included), summed over every session of the run; eval rows carry it, for
+  # accuracy-against-time curves.
+  clock = {"before": float(meta.get("train_wall_time_s", 0.0)), "start": session_start}
+
+  def train_clock() -> float:
+    return clock["before"] + time.time() - clock["start"]
+
   def save(step, state):
     # Only the released part is checked: stopping on a hidden (private) value would
     # itself be an un-noised output. A non-finite hidden value reaches the released
@@ -237,7 +246,8 @@ def train(config, workdir: str) -> dict:
     mark_released(step)  # the eval job may read the checkpoint as soon as it exists
     checkpointer.save(step, state, {"ledger": ledger_json, "step": step,
                                     "poisson_overflows": overflows, "num_steps": total_steps,
-                                    "replay_fingerprint": fingerprint},
+                                    "replay_fingerprint": fingerprint,
+                                    "train_wall_time_s": train_clock()},
                       secret=root.to_array())
     released["checkpoint"] = step
     mark_released(step)

@@ -108,6 +108,27 @@ def test_resume_replays_exactly_what_the_uninterrupted_run_drew(straight_run, tm
   assert ledger["steps"] == 8 and [s["count"] for s in ledger["segments"]] == [8]
 
 
+def _train_times(workdir):
+  ck = Checkpointer(workdir, read_only=True)
+  method = methods.build(digits_config(), DIGITS, parallel.make_mesh())
+  abstract = jax.eval_shape(lambda: method.init(rng.make_key(0)))
+  return {s: ck.restore(s, abstract)[1]["train_wall_time_s"] for s in ck.all_steps()}
+
+
+def test_checkpoints_carry_the_training_time_summed_over_sessions(straight_run, tmp_path):
+  times = _train_times(straight_run)
+  steps = sorted(times)
+  assert all(times[a] < times[b] for a, b in zip(steps, steps[1:])) and times[0] > 0
+  resumed = str(tmp_path / "timed")
+  _copy_prefix(straight_run, resumed, keep_steps={0, 2, 4})
+  start = time.time()
+  loop.train(digits_config(8, **_EVERY), resumed)
+  session = time.time() - start
+  after = _train_times(resumed)
+  # Checkpoint 8 of the resumed run: checkpoint 4's time plus (part of) the new session.
+  assert after[4] == times[4] and times[4] < after[8] <= times[4] + session + 1e-3
+
+
 def test_fallback_to_an_older_checkpoint_replays_exactly(straight_run, tmp_path):
   resumed = str(tmp_path / "fallback")
   _copy_prefix(straight_run, resumed, keep_steps={0, 2, 4, 6})
