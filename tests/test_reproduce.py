@@ -85,7 +85,9 @@ def test_discover_finds_cpu_presets_and_only_the_dpgan_table_configs():
 def test_stages_are_skipped_when_their_outputs_exist(runs):
   entries = [_entry("mnist_eps10", "dpgan", DPGAN_CFG)]
   reproduce.resolve_workdirs(entries, runs, {})
-  assert reproduce.commands(entries[0], "py", curve="mnist_eps10") == []
+  assert reproduce.commands(entries[0], "py", curve="mnist_eps10", curve_protocol="full") == []
+  # The quick curve (the default) still has its checkpoints to evaluate.
+  assert [s for s, _ in reproduce.commands(entries[0], "py", curve="mnist_eps10")] == ["eval_all"]
   # Without the final step's record: only its evaluation, then the curve's remaining steps.
   w = entries[0]["workdir"]
   with open(os.path.join(w, "eval", "metrics.jsonl"), "w") as f:
