@@ -12,8 +12,10 @@ from dpgen_jax.privacy import clipping, mechanisms
 
 
 def _linear_d(params, x, y):
+  """A linear D's (logits, class cross-entropies): no auxiliary classifier, so zeros."""
   del y
-  return x @ params["w"]
+  logits = x @ params["w"]
+  return logits, jnp.zeros_like(logits)
 
 
 def _sigmoid(z):
