@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+from results_table import read_metrics  # experiments/ (this script's folder)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The quick evaluation protocol (docs/results.md: agreement with the full protocol).
@@ -55,9 +57,7 @@ def _load_rows(path: str) -> list[dict]:
 
 
 def _final_metrics(workdir: str, protocol: str = "full") -> dict | None:
-  name = "metrics.jsonl" if protocol == "full" else f"metrics_{protocol}.jsonl"
-  path = os.path.join(workdir, "eval", name)
-  rows = _load_rows(path)
+  rows = read_metrics(workdir, protocol)
   if not rows:
     return None
   return max(rows, key=lambda r: int(r["step"]))

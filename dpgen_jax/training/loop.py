@@ -229,10 +229,10 @@ def train(config, workdir: str) -> dict:
   # Wall time of `train` up to a checkpoint (data loading, compilation and stages
   # included), summed over every session of the run; eval rows carry it, for
   # accuracy-against-time curves.
-  clock = {"before": float(meta.get("train_wall_time_s", 0.0)), "start": session_start}
+  time_before_session = float(meta.get("train_wall_time_s", 0.0))
 
   def train_clock() -> float:
-    return clock["before"] + time.time() - clock["start"]
+    return time_before_session + time.time() - session_start
 
   def save(step, state):
     # Only the released part is checked: stopping on a hidden (private) value would
