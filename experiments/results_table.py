@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 
+from dpgen_jax.evaluation import metrics_log  # no JAX import
+
 METHOD_NAMES = {"dpgan": "DP-GAN (Private GANs, revisited)", "dpcgan": "DP-CGAN",
                 "dp_sinkhorn": "DP-Sinkhorn", "gswgan": "GS-WGAN", "cslgan": "CSL-GAN",
                 "dp_merf": "DP-MERF", "dp_ntk": "DP-NTK"}
@@ -49,19 +51,7 @@ def read_json(path: str):
 
 def read_metrics(workdir: str, protocol: str = "full") -> list[dict]:
   """The eval rows of `workdir` for `protocol` (eval/metrics.jsonl or metrics_<protocol>.jsonl)."""
-  records = []
-  name = "metrics.jsonl" if protocol == "full" else f"metrics_{protocol}.jsonl"
-  path = os.path.join(workdir, "eval", name)
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          try:
-            records.append(json.loads(line))
-          except ValueError:
-            pass
-  return records
+  return metrics_log.read_rows(workdir, protocol)
 
 
 def train_done(workdir: str) -> bool:

@@ -48,6 +48,9 @@ def paper_config(dataset: str, *, split: str = "", batch_size: int, noise_multip
   s.weight_decay = 1e-5  # coupled (added to the gradient before Adam), as torch Adam
   s.beta1 = 0.9
   s.beta2 = 0.999
+  # Not upstream (0: off): an exponential moving average of G's parameters, sampled and
+  # released; decay min(g_ema_decay, (1 + t) / (10 + t)) at step t (methods/averaging.py).
+  s.g_ema_decay = 0.0
 
   c.privacy.enabled = True
   c.privacy.noise_multiplier = sigma

@@ -26,22 +26,17 @@ import jax
 import numpy as np
 
 from dpgen_jax import errors, images
-from dpgen_jax.evaluation import metrics as metrics_lib
+from dpgen_jax.evaluation import metrics as metrics_lib, metrics_log
 from dpgen_jax.evaluation.synthetic import generate
 from dpgen_jax.log import get_logger
 from dpgen_jax.run_folder import RunFolder, open_trained
 
-METRICS_FILE = os.path.join("eval", "metrics.jsonl")
 # The quick protocol (monitoring, sweeps): fewer samples and classifier epochs, its own
 # file, so a checkpoint scored quickly is still scored in full by a later full job.
 PROTOCOLS = ("full", "quick")
 # The LeNet of fid_lenet is the full protocol's (trained once, cached): FIDs of both
 # protocols use the same features, the quick one on fewer samples.
 QUICK = {"num_samples": 10_000, "cnn_epochs": 3, "max_epochs": 30}
-
-
-def metrics_file(protocol: str = "full") -> str:
-  return METRICS_FILE if protocol == "full" else os.path.join("eval", f"metrics_{protocol}.jsonl")
 
 
 def apply_protocol(eval_config) -> None:
@@ -58,19 +53,7 @@ def apply_protocol(eval_config) -> None:
 
 
 def evaluated_steps(workdir: str, protocol: str = "full") -> set[int]:
-  path = os.path.join(workdir, metrics_file(protocol))
-  if not os.path.exists(path):
-    return set()
-  steps = set()
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          steps.add(int(json.loads(line)["step"]))
-        except (ValueError, KeyError):
-          continue
-  return steps
+  return {int(r["step"]) for r in metrics_log.read_rows(workdir, protocol) if "step" in r}
 
 
 def _validate(config, workdir: str, kind: str) -> None:
@@ -96,7 +79,7 @@ class Evaluator:
     self.workdir = workdir
     apply_protocol(config.eval)
     self.protocol = config.eval.get("protocol", "full")
-    self.metrics_file = metrics_file(self.protocol)
+    self.metrics_file = metrics_log.metrics_file(self.protocol)
     from dpgen_jax.data import registry
     _validate(config, workdir, registry.dataset_info(config.data.name).kind)
     self.folder, self.method, self.dataset, self.abstract = open_trained(config, workdir)

@@ -14,7 +14,10 @@ Spec: docs/methods/dp_sinkhorn.md. One call of `train_step` is one accounted ste
      (factor min(1, C / (||G||_F + 1e-6))) plus N(0, (2 C sigma)^2) on every pixel; the
      extra fakes' block clipped to C, no noise;
   5. both pulled back through G with jax.vjp; Adam(lr, 0.9, 0.999) with coupled weight
-     decay (torch Adam's weight_decay).
+     decay (torch Adam's weight_decay);
+  6. optionally (dp_sinkhorn.g_ema_decay > 0, not upstream) an exponential moving average
+     of the parameters (methods/averaging.py), which is then what is sampled and
+     released.
 
 Privacy (mechanism `img_grad`, §3.1-3.2). The clipped block has norm <= C for every
 real batch, so adding or removing one real example moves it by at most 2C; noise of
@@ -38,7 +41,7 @@ import numpy as np
 import optax
 
 from dpgen_jax import errors
-from dpgen_jax.methods import protocol
+from dpgen_jax.methods import averaging, protocol
 from dpgen_jax.models import sinkhorn_generators as generators
 from dpgen_jax.privacy import accounting, mechanisms
 from dpgen_jax.sinkhorn import costs, loss as losses, solver
@@ -148,6 +151,8 @@ def validate(config, spec) -> None:
   require(s.mixture_fraction >= 0, "dp_sinkhorn.mixture_fraction must be >= 0.")
   require(s.label_scale >= 0, "dp_sinkhorn.label_scale must be >= 0.")
   require(s.lr > 0 and s.weight_decay >= 0, "dp_sinkhorn.lr must be > 0, weight_decay >= 0.")
+  require(0.0 <= s.g_ema_decay < 1.0,
+          f"dp_sinkhorn.g_ema_decay must be in [0, 1) (0: no average), got {s.g_ema_decay}.")
   require(s.latent_dim > 0 and s.hidden_dim > 0 and s.embed_dim > 0,
           "dp_sinkhorn.latent_dim, hidden_dim and embed_dim must be positive.")
   if s.generator == "conv_cond":
@@ -194,6 +199,7 @@ class SinkhornState:
   batch_stats: dict  # BatchNorm running statistics (and BigGAN's spectral-norm vectors)
   opt: optax.OptState
   step: jax.Array
+  ema_params: dict  # the average of G (dp_sinkhorn.g_ema_decay > 0) or a placeholder
 
 
 class DPSinkhorn(protocol.Method):
@@ -219,13 +225,17 @@ class DPSinkhorn(protocol.Method):
     self.num_fakes, self.num_extra = fake_batch_sizes(config)
     self.ot = sinkhorn_config(config, spec)
     self.sanitizer = sanitizer(plan.clip_norm, plan.noise_multiplier or 0.0)
+    self.ema = float(s.g_ema_decay)
     self.tx = optax.chain(optax.add_decayed_weights(s.weight_decay),
                           optax.adam(s.lr, b1=s.beta1, b2=s.beta2, eps=1e-8))
     self._train_step = jax.jit(self._step, donate_argnums=(0,))
     self._sample = jax.jit(self._sample_impl)
 
+  def _sampled_params(self, state):
+    return state.ema_params if self.ema else state.params
+
   def released(self, state):
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    return {"params": self._sampled_params(state), "batch_stats": state.batch_stats}
 
   def init(self, rng):
     return jax.jit(self._init_impl)(rng)
@@ -236,7 +246,8 @@ class DPSinkhorn(protocol.Method):
                                     jnp.zeros((2,), jnp.int32), train=False)
     params = variables["params"]
     return SinkhornState(params=params, batch_stats=variables.get("batch_stats", {}),
-                         opt=self.tx.init(params), step=jnp.zeros((), jnp.int32))
+                         opt=self.tx.init(params), step=jnp.zeros((), jnp.int32),
+                         ema_params=averaging.initial(params, self.ema))
 
   def _generate(self, params, stats, z, labels):
     """Training-mode forward: (images, updated batch_stats)."""
@@ -290,8 +301,11 @@ class DPSinkhorn(protocol.Method):
     if pull_extra is not None:
       grads = jax.tree.map(jnp.add, grads, pull_extra(g_extra)[0])
     updates, opt = self.tx.update(grads, state.opt, state.params)
-    new = SinkhornState(params=optax.apply_updates(state.params, updates), batch_stats=stats,
-                        opt=opt, step=state.step + 1)
+    params = optax.apply_updates(state.params, updates)
+    ema = (averaging.update(state.ema_params, params, state.step, self.ema) if self.ema
+           else state.ema_params)
+    new = SinkhornState(params=params, batch_stats=stats, opt=opt, step=state.step + 1,
+                        ema_params=ema)
     metrics = {"g_loss": loss, "img_grad_norm": main_norm, "extra_grad_norm": extra_norm,
                "img_grad_clipped": (main_norm > self.plan.clip_norm).astype(jnp.float32),
                "param_grad_norm": optax.tree.norm(grads)}
@@ -302,7 +316,7 @@ class DPSinkhorn(protocol.Method):
 
   def _sample_impl(self, state, rng, labels):
     z = jax.random.uniform(rng, (labels.shape[0], self.config.dp_sinkhorn.latent_dim))
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = {"params": self._sampled_params(state), "batch_stats": state.batch_stats}
     if self.sample_with_batch_stats:  # statistics of this batch; running ones untouched
       images, _ = self.generator.apply(variables, z, labels, train=True,
                                        mutable=["batch_stats"])

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from dpgen_jax import errors
-from dpgen_jax.methods import protocol
+from dpgen_jax.methods import averaging, protocol
 from dpgen_jax.models import dcgan
 from dpgen_jax.privacy import clipping, discriminator, mechanisms
 
@@ -71,13 +71,6 @@ def g_loss_from_logits(loss: str, logits):
   if loss == "hinge":
     return -jnp.mean(logits)
   return jnp.mean(jax.nn.softplus(-logits))
-
-
-def ema_decay(g_steps, max_decay: float):
-  """min(max_decay, (1 + t) / (10 + t)) at the t-th G step: a short warm-up, so the
-  average does not stay near the initialisation when there are few G steps."""
-  t = g_steps.astype(jnp.float32)
-  return jnp.minimum(max_decay, (1.0 + t) / (10.0 + t))
 
 
 def mechanism(noise_multiplier: float, clip_norm: float, batch_size: int, num_examples: int,
@@ -293,8 +286,7 @@ class DPGAN(protocol.Method):
                       g_steps=zero(), nd_index=jnp.asarray(start, jnp.int32),
                       ema_acc_fake=jnp.zeros((), jnp.float32), g_steps_at_nd=zero(),
                       last_g_loss=jnp.zeros((), jnp.float32),
-                      ema_g_params=jax.tree.map(jnp.copy, g_params) if self.ema else
-                      {"unused": jnp.zeros((1,), jnp.float32)})
+                      ema_g_params=averaging.initial(g_params, self.ema))
 
   def _row_layout(self, num_real: int) -> tuple[int, int | None]:
     """(rows of the combined real + fake batch, microbatch size per device).
@@ -374,8 +366,7 @@ class DPGAN(protocol.Method):
       updates, g_opt = self.g_tx.update(grad, g_opt, g_params)
       g_params = optax.apply_updates(g_params, updates)
       if self.ema:
-        decay = ema_decay(g_steps, self.ema)
-        ema_g = jax.tree.map(lambda e, p, d=decay: d * e + (1.0 - d) * p, ema_g, g_params)
+        ema_g = averaging.update(ema_g, g_params, g_steps, self.ema)
       g_steps = g_steps + 1
     nd_index, ema, at_nd = adaptive_nd_update(
         state.nd_index, state.ema_acc_fake, state.g_steps_at_nd, acc_fake, state.g_steps == 0,

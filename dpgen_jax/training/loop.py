@@ -260,7 +260,7 @@ def train(config, workdir: str) -> dict:
     save(0, state)
   step = start_step
   t_start, last_print, steps_at_start = time.time(), time.time(), start_step
-  estimate_warned, batch = False, None
+  estimate_warned, batch, first_step_s = False, None, 0.0
   try:
     while step < total_steps:
       if sampler is not None:
@@ -271,6 +271,9 @@ def train(config, workdir: str) -> dict:
       state, metrics = method.train_step(state, batch, step_keys(step))
       ledger.charge(plan.step_event, bound_event=plan.bound_event)
       step += 1
+      if step == steps_at_start + 1:
+        jax.block_until_ready(state)
+        first_step_s = time.time() - t_start  # includes compilation
       report(step)
       last = step == total_steps
       if step % config.train.log_every == 0 or last:
@@ -301,8 +304,9 @@ def train(config, workdir: str) -> dict:
                                             ledger, {})
       if not estimate_warned and (step - steps_at_start >= 5 or last):
         estimate_warned = True
+        jax.block_until_ready(state)
         progress.warn_if_slow(config, step - steps_at_start, time.time() - t_start,
-                              total_steps - start_step)
+                              total_steps - start_step, first_step_s)
       if step % config.train.sample_every == 0 or last:
         mark_released(step)
         save_sample_grid(method, state, spec, step, run, seed, writer)

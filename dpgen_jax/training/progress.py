@@ -70,13 +70,20 @@ def progress_line(step, total_steps, steps_at_start, t_start, ledger, host) -> f
 SLOW_RUN_WARNING_SECS = 2 * 3600.0
 
 
-def warn_if_slow(config, steps_done: int, seconds: float, steps_total: int) -> None:
+def warn_if_slow(config, steps_done: int, seconds: float, steps_total: int,
+                 first_step_seconds: float = 0.0) -> None:
   """After the first steps: the estimated wall time, and on a CPU-only machine running
-  a long preset, the `:cpu` preset to use instead. (The first steps include compilation,
-  so this overestimates a little.)"""
+  a long preset, the `:cpu` preset to use instead. The first step (`first_step_seconds`
+  of the `seconds`) includes compilation, so the rate comes from the steps after it: the
+  estimate is the first step plus the remaining steps at that rate (without
+  `first_step_seconds`, the mean over all `steps_done`)."""
   if steps_done <= 0:
     return
-  estimate = seconds / steps_done * steps_total
+  if steps_done > 1 and first_step_seconds > 0:
+    rate_s = (seconds - first_step_seconds) / (steps_done - 1)
+    estimate = first_step_seconds + rate_s * (steps_total - 1)
+  else:
+    estimate = seconds / steps_done * steps_total
   log = get_logger()
   log.info("Estimated wall time for the %d steps of this run: %s (from the first %d).",
            steps_total, format_eta(estimate), steps_done)

@@ -9,7 +9,7 @@ import pytest
 
 from dpgen_jax import cli
 from dpgen_jax.data import load_dataset
-from dpgen_jax.evaluation import job, metrics
+from dpgen_jax.evaluation import job, metrics, metrics_log
 from dpgen_jax.training import loop
 from tests import helpers
 
@@ -60,7 +60,7 @@ def _eval_config(cache, **overrides):
 
 
 def _lines(workdir):
-  with open(os.path.join(workdir, job.METRICS_FILE)) as f:
+  with open(os.path.join(workdir, metrics_log.METRICS_FILE)) as f:
     return [json.loads(l) for l in f if l.strip()]
 
 

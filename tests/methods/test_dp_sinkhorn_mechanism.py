@@ -176,6 +176,7 @@ def test_celeba_uses_the_train_split_for_the_sampling_rate():
     ("dp_sinkhorn.cost", "l2", "cost must be one of"),
     ("dp_sinkhorn.debias_ratio", 1.5, "debias_ratio"),
     ("dp_sinkhorn.max_loop_iterations", 5, "below the 13 iterations"),
+    ("dp_sinkhorn.g_ema_decay", 1.0, r"g_ema_decay must be in \[0, 1\)"),
 ])
 def test_config_mistakes_are_one_config_error(key, value, match):
   with pytest.raises(errors.ConfigError, match=match):
@@ -229,3 +230,43 @@ def test_fixed_fake_batch_and_padding_independent_step():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
   metrics = outs[0][1]
   assert np.isfinite(float(metrics["g_loss"])) and float(metrics["img_grad_norm"]) > 0
+
+
+def test_moving_average_by_hand_and_it_is_what_is_sampled():
+  """dp_sinkhorn.g_ema_decay = 0.9: decay 0.1 after step 0 and 2/11 after step 1
+  (min(0.9, (1 + t) / (10 + t))); samples come from the average, not the last iterate."""
+  c = helpers.config("sinkhorn_mnist_m1", "smoke", **{"dp_sinkhorn.g_ema_decay": 0.9})
+  method = methods.build(c, SPEC, parallel.make_mesh())
+  s0 = method.init(rng.make_key(0))
+  data = np.random.default_rng(0)
+  batch = {"x": jnp.asarray(data.uniform(size=(40, 28, 28, 1)).astype(np.float32)),
+           "y": jnp.asarray(data.integers(0, 10, 40).astype(np.int32)),
+           "mask": jnp.asarray(np.arange(40) < 30)}
+  p0 = jax.tree.map(np.asarray, s0.params)
+  step = jax.jit(method._step)
+  s1, _ = step(s0, batch, {"model": rng.make_key(1), "noise": rng.make_key(2)})
+  s2, _ = step(s1, batch, {"model": rng.make_key(3), "noise": rng.make_key(4)})
+  for e, a, b, c2 in zip(*(jax.tree.leaves(t) for t in (s2.ema_params, p0, s1.params,
+                                                        s2.params))):
+    e1 = 0.1 * np.asarray(a) + 0.9 * np.asarray(b)
+    np.testing.assert_allclose(np.asarray(e), 2 / 11 * e1 + 9 / 11 * np.asarray(c2),
+                               rtol=1e-5, atol=1e-6)
+  labels = jnp.arange(8) % 10
+  got = method.sample(s2, rng.make_key(5), labels)
+  z = jax.random.uniform(rng.make_key(5), (8, c.dp_sinkhorn.latent_dim))
+  want, _ = method.generator.apply({"params": s2.ema_params, "batch_stats": s2.batch_stats},
+                                   z, labels, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(np.asarray(got), (np.asarray(want) + 1) / 2, rtol=1e-5,
+                             atol=1e-6)
+  last, _ = method.generator.apply({"params": s2.params, "batch_stats": s2.batch_stats},
+                                   z, labels, train=True, mutable=["batch_stats"])
+  assert not np.allclose(np.asarray(got), (np.asarray(last) + 1) / 2)
+
+
+def test_without_the_average_samples_come_from_the_parameters():
+  c = helpers.config("sinkhorn_mnist_m1", "smoke")
+  assert c.dp_sinkhorn.g_ema_decay == 0.0  # upstream: no average
+  method = methods.build(c, SPEC, parallel.make_mesh())
+  state = method.init(rng.make_key(0))
+  assert jax.tree.leaves(state.ema_params)[0].shape == (1,)  # a placeholder
+  assert method.released(state)["params"] is state.params

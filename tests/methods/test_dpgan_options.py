@@ -9,7 +9,7 @@ import pytest
 
 from dpgen_jax import errors, methods, parallel, rng
 from dpgen_jax.data.dataset import DataSpec
-from dpgen_jax.methods import dpgan
+from dpgen_jax.methods import averaging, dpgan
 from tests import helpers
 
 SPEC = DataSpec("mnist", "image", (28, 28, 1), 10, 60_000, 10_000)
@@ -51,7 +51,7 @@ def test_generator_losses_by_hand():
 def test_ema_decay_warm_up_by_hand():
   t = jnp.array([0, 1, 8, 990, 20_000])
   # min(0.999, (1 + t) / (10 + t))
-  np.testing.assert_allclose(np.asarray(dpgan.ema_decay(t, 0.999)),
+  np.testing.assert_allclose(np.asarray(averaging.decay(t, 0.999)),
                              [0.1, 2 / 11, 0.5, 0.991, 0.999], rtol=1e-6)
 
 

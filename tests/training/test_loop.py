@@ -330,6 +330,17 @@ def test_a_long_run_on_a_cpu_warns_with_its_estimate_and_the_cpu_preset(caplog):
   assert "Estimated wall time" in caplog.text and "instead" not in caplog.text
 
 
+def test_the_wall_time_estimate_leaves_compilation_out_of_the_rate(caplog):
+  """First step 10 s (compilation), the next four 0.5 s each: 10 s + 999 x 0.5 s =
+  509.5 s = 8m29s for 1,000 steps (counting the first step's 10 s in the rate would say
+  2,400 s)."""
+  c = helpers.config("mnist_eps10", "cpu")
+  with caplog.at_level("INFO", logger="dpgen_jax"):
+    progress.warn_if_slow(c, steps_done=5, seconds=12.0, steps_total=1000,
+                          first_step_seconds=10.0)
+  assert "Estimated wall time for the 1000 steps of this run: 8m29s" in caplog.text
+
+
 def test_progress_lines_come_between_metric_logs(tmp_path, caplog):
   """With metrics logged only every 1000 steps, the run still prints its rate and ETA
   (here after every step: progress_every_secs = 0)."""

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from dpgen_jax import errors, parallel
-from dpgen_jax.methods import protocol
+from dpgen_jax.methods import averaging, protocol
 from dpgen_jax.methods.gswgan import core, pretrain
 from dpgen_jax.models import gswgan_nets
 from dpgen_jax.privacy import accounting
@@ -360,8 +360,8 @@ class GSWGAN(protocol.Method):
         d_sn = jax.tree.map(lambda v: v[None], d_sn)
       discs = self._write_sn(discs, draws, d_sn)
     decay = core.ema_decay(state.step, g.ema_max_decay)
-    state = GSWGANState(gen=gen, ema_params=core.ema_update(state.ema_params, gen.params, decay),
-                        ema_sn=core.ema_update(state.ema_sn, gen.sn, decay),
+    state = GSWGANState(gen=gen, ema_params=averaging.blend(state.ema_params, gen.params, decay),
+                        ema_sn=averaging.blend(state.ema_sn, gen.sn, decay),
                         discs=discs, step=state.step + 1)
     return state, dict(metrics, **g_metrics)
 

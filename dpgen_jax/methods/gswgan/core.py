@@ -75,10 +75,6 @@ def ema_decay(step: jax.Array, max_decay: float = 0.999) -> jax.Array:
   return jnp.minimum(1.0 - 1.0 / (step.astype(jnp.float32) + 1.0), max_decay)
 
 
-def ema_update(ema: PyTree, new: PyTree, decay: jax.Array) -> PyTree:
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
-
-
 class Core:
   """The networks, losses and updates of GS-WGAN with fixed hyperparameters.
 
