@@ -13,6 +13,7 @@ updates. (GS-WGAN keeps upstream's own schedule, 1 - 1/(t + 1), and uses `blend`
 import jax
 import jax.numpy as jnp
 
+
 def decay(t, max_decay: float):
   """min(max_decay, (1 + t) / (10 + t)) after update number t (0-based)."""
   t = jnp.asarray(t).astype(jnp.float32)
