@@ -10,8 +10,9 @@ Presets:
   paper  upstream's run: 3,446,400 steps (2,872 epochs, the classic-conversion run
          length for epsilon 10), which dp-accounting reports as epsilon 9.16 at delta
          1e-5 (upstream's own accounting: 10.0003).
-  cpu    at the same budget epsilon <= 10, under 30 minutes on a 2-core CPU (9,000 steps with a moving
-         average of G; 26 min of training on one core, measured on Fashion-MNIST); see CPU.
+  cpu    at the same budget epsilon <= 10, under 30 minutes on a 2-core CPU (9,000
+         steps with a moving average of G; 26 min of training on one core, measured on
+         Fashion-MNIST); see CPU.
   smoke  a few seconds, for tests.
 """
 
